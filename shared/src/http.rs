@@ -1,0 +1,423 @@
+//! The HTTP layer both API clients share: one `reqwest::Client` with timeouts,
+//! base-URL validation (https, or plain http on loopback only), a single retry
+//! policy with exponential backoff, jitter and `Retry-After`, and `ApiError`.
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Response, StatusCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+use url::Url;
+
+/// Errors talking to Tailscale or TinyMDM. Messages name the API and the call,
+/// carry at most a short excerpt of a response body, and never a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{api} {what}: request timed out")]
+    Timeout { api: &'static str, what: String },
+    #[error("{api} {what}: connection failed: {detail}")]
+    Connect {
+        api: &'static str,
+        what: String,
+        detail: String,
+    },
+    #[error("{api} {what}: time budget exhausted after retries")]
+    Budget { api: &'static str, what: String },
+    #[error("{api} {what}: HTTP {status}: {message}")]
+    Status {
+        api: &'static str,
+        what: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{api} {what}: unexpected response: {detail}")]
+    Decode {
+        api: &'static str,
+        what: String,
+        detail: String,
+    },
+    #[error("{api} {what}: {detail}")]
+    Protocol {
+        api: &'static str,
+        what: String,
+        detail: String,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ApiError {
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Timeout { .. } | ApiError::Connect { .. } => true,
+            ApiError::Status { status, .. } => {
+                matches!(*status, 429 | 500 | 502 | 503 | 504)
+            }
+            _ => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Timeouts and retry settings shared by both clients.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Retries after the first attempt, for retryable failures.
+    pub max_retries: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Longest `Retry-After` honoured; longer values are capped to this.
+    pub max_retry_after: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            max_retries: 4,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds the one `reqwest::Client` a process uses for an API.
+pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ApiError> {
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .user_agent(concat!("fleetsync/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .build()
+        .map_err(|e| ApiError::Config(format!("cannot build HTTP client: {e}")))
+}
+
+/// Parses an API base URL: https anywhere, plain http only on a loopback address.
+pub fn parse_base_url(var: &str, value: &str) -> Result<Url, ApiError> {
+    let url = Url::parse(value.trim())
+        .map_err(|e| ApiError::Config(format!("{var} is not a valid URL ({value:?}): {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(ApiError::Config(format!(
+                "{var} must use https unless it points at a loopback address, got {value:?}"
+            )));
+        }
+        other => {
+            return Err(ApiError::Config(format!(
+                "{var} must be an http(s) URL, got scheme {other:?}"
+            )));
+        }
+    }
+    if url.host().is_none() {
+        return Err(ApiError::Config(format!("{var} has no host: {value:?}")));
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Joins a path below a base URL, keeping any path prefix the base has.
+pub fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = url.path().trim_end_matches('/').to_string();
+    url.set_path(&format!("{prefix}/{}", path.trim_start_matches('/')));
+    url
+}
+
+/// Shared state of one API client: the HTTP client, settings, an optional
+/// deadline for the whole step, and a request counter.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    pub api: &'static str,
+    pub client: reqwest::Client,
+    pub settings: HttpSettings,
+    deadline: Option<Instant>,
+    requests: Arc<AtomicU64>,
+}
+
+impl Transport {
+    pub fn new(api: &'static str, client: reqwest::Client, settings: HttpSettings) -> Self {
+        Transport {
+            api,
+            client,
+            settings,
+            deadline: None,
+            requests: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Stops retrying (with `ApiError::Budget`) once `deadline` is near.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// HTTP requests sent so far, retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Sends the request `build` makes, retrying retryable failures with
+    /// exponential backoff and jitter, honouring `Retry-After` up to a cap, and
+    /// within the deadline. Returns the response of a 2xx, or the error.
+    ///
+    /// Only idempotent calls go through here (GET, token POST, DELETE mapped to
+    /// "already gone" on 404), so a retry cannot do harm.
+    pub async fn send<F>(&self, what: &str, build: F) -> Result<Response, ApiError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+    {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.min_backoff)
+            .with_max_delay(self.settings.max_backoff)
+            .with_max_times(self.settings.max_retries)
+            .with_jitter();
+        let attempt = || async {
+            if let Some(deadline) = self.deadline
+                && Instant::now() + Duration::from_millis(200) >= deadline
+            {
+                return Err(ApiError::Budget {
+                    api: self.api,
+                    what: what.to_string(),
+                });
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let mut request = build();
+            if let Some(deadline) = self.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                request = request.timeout(left.min(self.settings.request_timeout));
+            }
+            let response = request.send().await.map_err(|e| self.transport_error(what, &e))?;
+            if response.status().is_success() {
+                Ok(response)
+            } else {
+                Err(self.status_error(what, response).await)
+            }
+        };
+        let max_retry_after = self.settings.max_retry_after;
+        let deadline = self.deadline;
+        attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(ApiError::is_retryable)
+            .adjust(move |e, delay| {
+                let delay = match e.retry_after() {
+                    Some(ra) => Some(ra.min(max_retry_after)),
+                    None => delay,
+                }?;
+                // Do not sleep past the step's deadline: give up instead.
+                match deadline {
+                    Some(d) if Instant::now() + delay >= d => None,
+                    _ => Some(delay),
+                }
+            })
+            .notify(|e, delay| {
+                tracing::warn!(api = self.api, call = what, error = %e, delay_ms = delay.as_millis() as u64, "retrying");
+            })
+            .await
+    }
+
+    fn transport_error(&self, what: &str, e: &reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout {
+                api: self.api,
+                what: what.to_string(),
+            }
+        } else {
+            // The URL is ours (no credentials in it), but keep only the error chain text.
+            let mut detail = e.without_url_ref().to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                detail.push_str(": ");
+                detail.push_str(&s.to_string());
+                source = s.source();
+            }
+            ApiError::Connect {
+                api: self.api,
+                what: what.to_string(),
+                detail,
+            }
+        }
+    }
+
+    async fn status_error(&self, what: &str, response: Response) -> ApiError {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.text().await.unwrap_or_default();
+        ApiError::Status {
+            api: self.api,
+            what: what.to_string(),
+            status: status.as_u16(),
+            message: error_message(status, &body),
+            retry_after,
+        }
+    }
+
+    /// Reads a JSON body, mapping a truncated or non-JSON body to `ApiError::Decode`.
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        response: Response,
+    ) -> Result<T, ApiError> {
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(what, &e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            api: self.api,
+            what: what.to_string(),
+            detail: format!("{e} (body starts {:?})", excerpt(&bytes)),
+        })
+    }
+}
+
+trait WithoutUrlRef {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrlRef for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let kind = if self.is_connect() {
+            "connect error"
+        } else if self.is_body() || self.is_decode() {
+            "body error"
+        } else if self.is_request() {
+            "request error"
+        } else {
+            "transport error"
+        };
+        kind.to_string()
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The error text of a response body: Tailscale's `{"message"}`, TinyMDM's
+/// `{"error": "…"}` or `{"error": {"message"}}`, else a short excerpt.
+pub fn error_message(status: StatusCode, body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+        let found = v
+            .get("message")
+            .and_then(|m| m.as_str())
+            .or_else(|| v.get("error").and_then(|e| e.as_str()))
+            .or_else(|| {
+                v.get("error")
+                    .and_then(|e| e.get("message"))
+                    .and_then(|m| m.as_str())
+            });
+        if let Some(m) = found {
+            return truncate(m, 200);
+        }
+    }
+    let text = body.trim();
+    if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("no message")
+            .to_lowercase()
+    } else {
+        truncate(text, 200)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn excerpt(bytes: &[u8]) -> String {
+    truncate(&String::from_utf8_lossy(&bytes[..bytes.len().min(120)]), 120)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_accepts_https_and_loopback_http_only() {
+        assert!(parse_base_url("X", "https://api.tailscale.com").is_ok());
+        assert!(parse_base_url("X", "http://127.0.0.1:8080").is_ok());
+        assert!(parse_base_url("X", "http://localhost:1").is_ok());
+        assert!(parse_base_url("X", "http://[::1]:1").is_ok());
+        let err = parse_base_url("TAILSCALE_API_BASE_URL", "http://example.com").unwrap_err();
+        assert!(err.to_string().contains("TAILSCALE_API_BASE_URL"), "{err}");
+        assert!(parse_base_url("X", "http://10.0.0.1").is_err());
+        assert!(parse_base_url("X", "ftp://127.0.0.1").is_err());
+        assert!(parse_base_url("X", "not a url").is_err());
+    }
+
+    #[test]
+    fn join_keeps_base_path_prefix() {
+        let base = Url::parse("http://127.0.0.1:9/prefix/").unwrap();
+        assert_eq!(join(&base, "/api/v2/x").as_str(), "http://127.0.0.1:9/prefix/api/v2/x");
+        let base = Url::parse("https://www.tinymdm.net").unwrap();
+        assert_eq!(join(&base, "api/v1/devices").as_str(), "https://www.tinymdm.net/api/v1/devices");
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn error_message_reads_both_api_shapes() {
+        let s = StatusCode::BAD_REQUEST;
+        assert_eq!(error_message(s, r#"{"message":"API token invalid"}"#), "API token invalid");
+        assert_eq!(error_message(s, r#"{"error":"Invalid group id"}"#), "Invalid group id");
+        assert_eq!(
+            error_message(s, r#"{"error":{"message":"Invalid API credentials"}}"#),
+            "Invalid API credentials"
+        );
+        assert_eq!(error_message(s, ""), "bad request");
+        assert_eq!(error_message(s, "<html>oops</html>"), "<html>oops</html>");
+    }
+}

@@ -1,0 +1,2 @@
+//! DynamoDB store (placeholder until implemented).
+pub struct DynamoStore;

@@ -1,0 +1,2 @@
+//! SQLite store (placeholder until implemented).
+pub struct SqliteStore;
