@@ -11,9 +11,10 @@ use crate::model::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod contract;
 pub mod dynamo;
 pub mod sqlite;
-
 
 pub use dynamo::DynamoStore;
 pub use sqlite::SqliteStore;
@@ -33,6 +34,15 @@ pub enum StoreError {
     /// A conditional write lost (lease held by someone else, plan already claimed).
     #[error("conflict: {0}")]
     Conflict(String),
+}
+
+/// A decode error's message without the offending value: serde quotes the value
+/// it rejects, and stored values must never reach an error message.
+pub(crate) fn redact(msg: &str) -> String {
+    match msg.find(['"', '\'']) {
+        Some(i) => format!("{}[value redacted]", &msg[..i]),
+        None => msg.to_string(),
+    }
 }
 
 /// Result of recording an audit outcome for one plan entry.
@@ -107,7 +117,8 @@ pub trait Store: Send + Sync {
 
     /// Records the outcome of acting on one entry, only if it has none yet
     /// (conditional write), so a retried prune never audits a device twice.
-    async fn record_outcome(&self, tenant: &str, entry: &PlanEntry) -> Result<Recorded, StoreError>;
+    async fn record_outcome(&self, tenant: &str, entry: &PlanEntry)
+    -> Result<Recorded, StoreError>;
 
     /// Takes the named lease for `holder` until `until`, if it is free or expired.
     /// Fails with `StoreError::Conflict` naming the current holder otherwise.
