@@ -23,6 +23,9 @@ pub const DEFAULT_TINYMDM_API_BASE_URL: &str = "https://www.tinymdm.net";
 /// Settings every step reads; all have defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Tailnet whose snapshot plan-prune reads when its input names none
+    /// (`TAILSCALE_TAILNET`, default `-`: the token's own tailnet).
+    pub tailnet: String,
     pub tailscale_api_base_url: String,
     pub tinymdm_api_base_url: String,
     /// History entries expire after this many days (`HISTORY_RETENTION_DAYS`).
@@ -52,6 +55,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            tailnet: "-".to_string(),
             tailscale_api_base_url: DEFAULT_TAILSCALE_API_BASE_URL.to_string(),
             tinymdm_api_base_url: DEFAULT_TINYMDM_API_BASE_URL.to_string(),
             history_retention_days: 365,
@@ -80,10 +84,16 @@ impl Settings {
         let d = Settings::default();
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         Ok(Settings {
+            tailnet: get("TAILSCALE_TAILNET").unwrap_or(d.tailnet),
             tailscale_api_base_url: get("TAILSCALE_API_BASE_URL")
                 .unwrap_or(d.tailscale_api_base_url),
             tinymdm_api_base_url: get("TINYMDM_API_BASE_URL").unwrap_or(d.tinymdm_api_base_url),
-            history_retention_days: num(&get, "HISTORY_RETENTION_DAYS", d.history_retention_days, 1)?,
+            history_retention_days: num(
+                &get,
+                "HISTORY_RETENTION_DAYS",
+                d.history_retention_days,
+                1,
+            )?,
             audit_retention_days: num(&get, "AUDIT_RETENTION_DAYS", d.audit_retention_days, 1)?,
             stale_minutes: num(&get, "TAILSCALE_DEVICE_STALE_MINUTES", d.stale_minutes, 1)?,
             last_seen_resolution_minutes: num(
@@ -207,7 +217,8 @@ mod tests {
         assert!(e.to_string().contains("HISTORY_RETENTION_DAYS"), "{e}");
         let e = Settings::from_lookup(lookup(&[("PRUNE_MAX_FRACTION", "7")])).unwrap_err();
         assert!(e.to_string().contains("PRUNE_MAX_FRACTION"), "{e}");
-        let e = Settings::from_lookup(lookup(&[("TAILSCALE_DEVICE_STALE_MINUTES", "0")])).unwrap_err();
+        let e =
+            Settings::from_lookup(lookup(&[("TAILSCALE_DEVICE_STALE_MINUTES", "0")])).unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
     }
 }

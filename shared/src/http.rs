@@ -216,7 +216,10 @@ impl Transport {
                 let left = deadline.saturating_duration_since(Instant::now());
                 request = request.timeout(left.min(self.settings.request_timeout));
             }
-            let response = request.send().await.map_err(|e| self.transport_error(what, &e))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.transport_error(what, &e))?;
             if response.status().is_success() {
                 Ok(response)
             } else {
@@ -292,7 +295,10 @@ impl Transport {
         what: &str,
         response: Response,
     ) -> Result<T, ApiError> {
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(what, &e))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(what, &e))?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
             api: self.api,
             what: what.to_string(),
@@ -373,7 +379,10 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn excerpt(bytes: &[u8]) -> String {
-    truncate(&String::from_utf8_lossy(&bytes[..bytes.len().min(120)]), 120)
+    truncate(
+        &String::from_utf8_lossy(&bytes[..bytes.len().min(120)]),
+        120,
+    )
 }
 
 #[cfg(test)]
@@ -396,23 +405,38 @@ mod tests {
     #[test]
     fn join_keeps_base_path_prefix() {
         let base = Url::parse("http://127.0.0.1:9/prefix/").unwrap();
-        assert_eq!(join(&base, "/api/v2/x").as_str(), "http://127.0.0.1:9/prefix/api/v2/x");
+        assert_eq!(
+            join(&base, "/api/v2/x").as_str(),
+            "http://127.0.0.1:9/prefix/api/v2/x"
+        );
         let base = Url::parse("https://www.tinymdm.net").unwrap();
-        assert_eq!(join(&base, "api/v1/devices").as_str(), "https://www.tinymdm.net/api/v1/devices");
+        assert_eq!(
+            join(&base, "api/v1/devices").as_str(),
+            "https://www.tinymdm.net/api/v1/devices"
+        );
     }
 
     #[test]
     fn retry_after_parses_seconds_and_dates() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]
     fn error_message_reads_both_api_shapes() {
         let s = StatusCode::BAD_REQUEST;
-        assert_eq!(error_message(s, r#"{"message":"API token invalid"}"#), "API token invalid");
-        assert_eq!(error_message(s, r#"{"error":"Invalid group id"}"#), "Invalid group id");
+        assert_eq!(
+            error_message(s, r#"{"message":"API token invalid"}"#),
+            "API token invalid"
+        );
+        assert_eq!(
+            error_message(s, r#"{"error":"Invalid group id"}"#),
+            "Invalid group id"
+        );
         assert_eq!(
             error_message(s, r#"{"error":{"message":"Invalid API credentials"}}"#),
             "Invalid API credentials"

@@ -7,10 +7,18 @@
 //! functions and the `fleetsync` CLI call the same functions.
 
 pub mod config;
+pub mod deps;
 pub mod error;
 pub mod http;
+pub mod lenient;
 pub mod model;
+pub mod policy;
 pub mod secrets;
+pub mod steps;
 pub mod store;
+pub mod sync;
+pub mod tailscale;
+pub mod tinymdm;
 
+pub use deps::{Deps, LambdaConfig, StepName};
 pub use error::StepError;

@@ -111,7 +111,10 @@ fn object(secret: &str, text: &str) -> Result<Map<String, Value>, SecretError> {
 }
 
 /// Parses `{"client_id", "client_secret", "tailnet"?}`; `tailnet` defaults to `-`.
-pub fn parse_tailscale_secret(secret: &str, text: &str) -> Result<TailscaleCredentials, SecretError> {
+pub fn parse_tailscale_secret(
+    secret: &str,
+    text: &str,
+) -> Result<TailscaleCredentials, SecretError> {
     let m = object(secret, text)?;
     let tailnet = match m.get("tailnet") {
         None | Some(Value::Null) => "-".to_string(),
@@ -187,10 +190,9 @@ impl SecretsManagerSource {
                     detail: aws_error_text(&e),
                 },
             })?;
-        out.secret_string
-            .ok_or_else(|| SecretError::NotJson {
-                secret: id.to_string(),
-            })
+        out.secret_string.ok_or_else(|| SecretError::NotJson {
+            secret: id.to_string(),
+        })
     }
 }
 
@@ -220,10 +222,16 @@ where
 impl SecretSource for SecretsManagerSource {
     async fn tailscale(&self, kind: SecretKind) -> Result<TailscaleCredentials, SecretError> {
         let (id, cell, var) = match kind {
-            SecretKind::TailscaleRead => (&self.tailscale_read, &self.cache_read, "TAILSCALE_SECRET_ARN"),
-            SecretKind::TailscalePrune => {
-                (&self.tailscale_prune, &self.cache_prune, "TAILSCALE_PRUNE_SECRET_ARN")
-            }
+            SecretKind::TailscaleRead => (
+                &self.tailscale_read,
+                &self.cache_read,
+                "TAILSCALE_SECRET_ARN",
+            ),
+            SecretKind::TailscalePrune => (
+                &self.tailscale_prune,
+                &self.cache_prune,
+                "TAILSCALE_PRUNE_SECRET_ARN",
+            ),
             SecretKind::Tinymdm => unreachable!("tinymdm credentials come from tinymdm()"),
         };
         let id = id.as_deref().ok_or_else(|| SecretError::NotConfigured {
@@ -239,10 +247,13 @@ impl SecretSource for SecretsManagerSource {
     }
 
     async fn tinymdm(&self) -> Result<TinymdmCredentials, SecretError> {
-        let id = self.tinymdm.as_deref().ok_or_else(|| SecretError::NotConfigured {
-            secret: "TINYMDM_SECRET_ARN".into(),
-            hint: "TINYMDM_SECRET_ARN".into(),
-        })?;
+        let id = self
+            .tinymdm
+            .as_deref()
+            .ok_or_else(|| SecretError::NotConfigured {
+                secret: "TINYMDM_SECRET_ARN".into(),
+                hint: "TINYMDM_SECRET_ARN".into(),
+            })?;
         self.cache_mdm
             .get_or_try_init(|| async {
                 let text = self.fetch(id).await?;
@@ -339,8 +350,11 @@ mod tests {
 
     #[test]
     fn tailscale_secret_parses_and_defaults_tailnet() {
-        let c = parse_tailscale_secret("s", r#"{"client_id":"k1","client_secret":"tskey-client-x"}"#)
-            .unwrap();
+        let c = parse_tailscale_secret(
+            "s",
+            r#"{"client_id":"k1","client_secret":"tskey-client-x"}"#,
+        )
+        .unwrap();
         assert_eq!(c.tailnet, "-");
         assert_eq!(c.client_secret.expose(), "tskey-client-x");
     }
@@ -349,8 +363,11 @@ mod tests {
     fn malformed_secrets_name_the_key_but_not_the_value() {
         let e = parse_tailscale_secret("arn:ts", r#"{"client_id":"k1"}"#).unwrap_err();
         assert_eq!(e.to_string(), r#"secret arn:ts has no key "client_secret""#);
-        let e = parse_tinymdm_secret("arn:mdm", r#"{"account_id":"a","apikey_public":"PUBVALUE","apikey_secret":7}"#)
-            .unwrap_err();
+        let e = parse_tinymdm_secret(
+            "arn:mdm",
+            r#"{"account_id":"a","apikey_public":"PUBVALUE","apikey_secret":7}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("apikey_secret"), "{e}");
         assert!(!e.to_string().contains("PUBVALUE"));
         let e = parse_tinymdm_secret("arn:mdm", "hunter2").unwrap_err();
@@ -359,9 +376,14 @@ mod tests {
 
     #[tokio::test]
     async fn env_secrets_name_the_missing_variable() {
-        let s = EnvSecrets::from_lookup(|k| (k == "TAILSCALE_OAUTH_CLIENT_ID").then(|| "id".to_string()));
+        let s = EnvSecrets::from_lookup(|k| {
+            (k == "TAILSCALE_OAUTH_CLIENT_ID").then(|| "id".to_string())
+        });
         let e = s.tailscale(SecretKind::TailscaleRead).await.unwrap_err();
-        assert!(e.to_string().contains("TAILSCALE_OAUTH_CLIENT_SECRET"), "{e}");
+        assert!(
+            e.to_string().contains("TAILSCALE_OAUTH_CLIENT_SECRET"),
+            "{e}"
+        );
         let e = s.tinymdm().await.unwrap_err();
         assert!(e.to_string().contains("TINYMDM_ACCOUNT_ID"), "{e}");
     }

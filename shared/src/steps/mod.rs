@@ -1,0 +1,206 @@
+//! The four steps as plain async functions, shared by the Lambda handlers and
+//! the CLI, plus input parsing that turns any malformed event into
+//! `InvalidInput` naming the offending field.
+
+use crate::deps::Deps;
+use crate::error::StepError;
+use crate::model::{RunStatus, Source, SyncCommit, SyncCounts, SyncRun};
+use crate::sync::{self, Observed, SyncContext};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::de::DeserializeOwned;
+
+pub mod plan_prune;
+pub mod prune_devices;
+pub mod sync_tailscale;
+pub mod sync_tinymdm;
+
+/// Parses a step's event. Unknown fields, wrong types and malformed JSON are
+/// `InvalidInput` with the path of the field at fault.
+pub fn parse_input<T: DeserializeOwned>(event: serde_json::Value) -> Result<T, StepError> {
+    // Step Functions may pass `null` for an empty input.
+    let event = if event.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        event
+    };
+    serde_path_to_error::deserialize(event).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            StepError::InvalidInput(format!("invalid input: {inner}"))
+        } else {
+            StepError::InvalidInput(format!("invalid input field {path}: {inner}"))
+        }
+    })
+}
+
+/// A new run id: a UUIDv7, so ids sort by time.
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Checks a caller-supplied run id and returns the time embedded in it, which
+/// is the sync time of every item the run writes (so a retry of the same run
+/// writes byte-identical items).
+pub fn run_time(field: &str, run_id: &str) -> Result<DateTime<Utc>, StepError> {
+    let bad = || {
+        StepError::InvalidInput(format!(
+            "invalid input field {field}: {run_id:?} is not a UUIDv7 run id"
+        ))
+    };
+    let id = uuid::Uuid::parse_str(run_id).map_err(|_| bad())?;
+    if id.get_version_num() != 7 {
+        return Err(bad());
+    }
+    let (secs, nanos) = id.get_timestamp().ok_or_else(bad)?.to_unix();
+    Utc.timestamp_opt(secs as i64, nanos - nanos % 1_000_000)
+        .single()
+        .ok_or_else(bad)
+}
+
+/// Unix seconds `days` after `from`, for `ttl` attributes.
+pub(crate) fn expiry(from: DateTime<Utc>, days: u32) -> i64 {
+    from.timestamp() + i64::from(days) * 86_400
+}
+
+/// The fixed part of one sync run: who, which run, and when.
+pub(crate) struct RunFrame<'a> {
+    pub source: Source,
+    pub tenant: &'a str,
+    pub run_id: &'a str,
+    pub synced_at: DateTime<Utc>,
+}
+
+impl RunFrame<'_> {
+    /// Resolves the run id (given or new) and its time.
+    pub fn ids(given: Option<&str>) -> Result<(String, DateTime<Utc>), StepError> {
+        match given {
+            Some(id) => Ok((id.to_string(), run_time("run_id", id)?)),
+            None => {
+                let id = new_run_id();
+                let at = run_time("run_id", &id)?;
+                Ok((id, at))
+            }
+        }
+    }
+
+    fn run(&self, deps: &Deps, status: RunStatus, counts: SyncCounts) -> SyncRun {
+        SyncRun {
+            source: self.source,
+            tenant: self.tenant.to_string(),
+            run_id: self.run_id.to_string(),
+            started_at: self.synced_at,
+            finished_at: deps.now(),
+            status,
+            counts,
+            pages: 0,
+            http_requests: 0,
+            store_writes: 0,
+            error: None,
+            invalid_reasons: Vec::new(),
+        }
+    }
+
+    /// Records a failed run (best effort: the step's own error is what matters)
+    /// and returns the error. No device is touched.
+    pub async fn fail(&self, deps: &Deps, err: StepError, http_requests: u64) -> StepError {
+        let mut run = self.run(deps, RunStatus::Failed, SyncCounts::default());
+        run.error = Some(format!("{}: {err}", err.name()));
+        run.http_requests = http_requests;
+        if let Err(store_err) = deps.store.put_run(&run).await {
+            tracing::error!(source = %self.source, run_id = self.run_id, error = %store_err, "could not record the failed run");
+        }
+        tracing::warn!(source = %self.source, run_id = self.run_id, error = %err, error_name = err.name(), "sync failed");
+        err
+    }
+
+    /// Diffs a complete listing against the store and commits the changes and
+    /// the run record.
+    pub async fn commit(
+        &self,
+        deps: &Deps,
+        observed: Vec<Observed>,
+        invalid_reasons: Vec<String>,
+        pages: u64,
+        http_requests: u64,
+        volatile_keys: &[&str],
+    ) -> Result<SyncRun, StepError> {
+        let prev = deps.store.current_devices(self.source, self.tenant).await?;
+        let ctx = SyncContext {
+            source: self.source,
+            tenant: self.tenant,
+            run_id: self.run_id,
+            synced_at: self.synced_at,
+            last_seen_resolution: deps.settings.last_seen_resolution(),
+            history_expires_at: expiry(self.synced_at, deps.settings.history_retention_days),
+            volatile_keys,
+        };
+        let changes = sync::diff(&ctx, prev, observed);
+        let mut counts = changes.counts;
+        counts.invalid = invalid_reasons.len() as u64;
+        let mut run = self.run(deps, RunStatus::Succeeded, counts);
+        run.pages = pages;
+        run.http_requests = http_requests;
+        run.invalid_reasons = invalid_reasons;
+        run.store_writes =
+            ((changes.records.len() + changes.history.len()).div_ceil(25) + 1) as u64;
+        let commit = SyncCommit {
+            records: changes.records,
+            history: changes.history,
+            run: Some(run.clone()),
+        };
+        deps.store.commit_sync(&commit).await?;
+        Ok(run)
+    }
+}
+
+/// Rejects an empty or whitespace-only string field.
+pub(crate) fn non_empty(field: &str, value: &Option<String>) -> Result<(), StepError> {
+    match value {
+        Some(v) if v.trim().is_empty() => Err(StepError::InvalidInput(format!(
+            "invalid input field {field}: must not be empty"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        count: Option<i64>,
+        name: Option<String>,
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e = parse_input::<Sample>(serde_json::json!({"count": "x"})).unwrap_err();
+        assert_eq!(e.name(), "InvalidInput");
+        assert!(e.to_string().contains("count"), "{e}");
+        let e = parse_input::<Sample>(serde_json::json!({"bogus": 1})).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        assert!(parse_input::<Sample>(serde_json::Value::Null).is_ok());
+        let e = parse_input::<Sample>(serde_json::json!([1])).unwrap_err();
+        assert_eq!(e.name(), "InvalidInput");
+    }
+
+    #[test]
+    fn run_ids_are_v7_and_carry_their_time() {
+        let id = new_run_id();
+        let t = run_time("run_id", &id).unwrap();
+        assert!((Utc::now() - t).num_seconds().abs() < 5);
+        assert!(run_time("run_id", "not-a-uuid").is_err());
+        let v4 = uuid::Uuid::new_v4().to_string();
+        assert!(
+            run_time("run_id", &v4)
+                .unwrap_err()
+                .to_string()
+                .contains("UUIDv7")
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The diff at the heart of both syncs: what a fresh listing means for the
+//! stored current state. Pure: takes the previous records and the observed
+//! devices, returns the records to write, the history to add and the counters.
+//!
+//! Rules:
+//! - a new device is `added`; a device whose content fingerprint changed is
+//!   `changed` (with the top-level fields that differ); both make history;
+//! - a device whose only movement is presence (last seen moved by more than the
+//!   resolution, or connected/disconnected) has its record refreshed but counts
+//!   as `unchanged` and makes no history;
+//! - a stored device missing from a *complete* listing is marked `removed`
+//!   (never deleted); the caller does not call this for incomplete listings;
+//! - a record already written by this same run (a retry after a crash) is
+//!   counted as what that run did to it and not written again.
+
+use crate::model::{ChangeKind, DeviceRecord, HistoryEntry, Source, SyncCounts};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A device as seen in this sync, normalised across sources.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub device_id: String,
+    pub name: String,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub connected: bool,
+    pub fingerprint: String,
+    pub attrs: Value,
+    pub raw: String,
+}
+
+/// The fixed facts of one sync.
+#[derive(Debug, Clone)]
+pub struct SyncContext<'a> {
+    pub source: Source,
+    pub tenant: &'a str,
+    pub run_id: &'a str,
+    /// The time of the sync; every record and entry written carries it.
+    pub synced_at: DateTime<Utc>,
+    pub last_seen_resolution: Duration,
+    pub history_expires_at: i64,
+    /// Top-level raw keys ignored when listing changed fields.
+    pub volatile_keys: &'a [&'a str],
+}
+
+/// What to write.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub records: Vec<DeviceRecord>,
+    pub history: Vec<HistoryEntry>,
+    pub counts: SyncCounts,
+}
+
+/// Compares a complete listing with the stored records.
+pub fn diff(ctx: &SyncContext<'_>, prev: Vec<DeviceRecord>, now: Vec<Observed>) -> Changes {
+    let mut prev: HashMap<String, DeviceRecord> =
+        prev.into_iter().map(|r| (r.device_id.clone(), r)).collect();
+    let mut out = Changes::default();
+    out.counts.devices = now.len() as u64;
+    for obs in now {
+        match prev.remove(&obs.device_id) {
+            None => {
+                out.counts.added += 1;
+                let rec = new_record(ctx, obs, None, ChangeKind::Added);
+                out.history
+                    .push(history(ctx, &rec, ChangeKind::Added, Vec::new()));
+                out.records.push(rec);
+            }
+            Some(p) if p.last_run_id == ctx.run_id => count(&mut out.counts, p.last_change),
+            Some(p) if p.is_removed() => {
+                out.counts.added += 1;
+                let rec = new_record(ctx, obs, Some(&p), ChangeKind::Added);
+                out.history
+                    .push(history(ctx, &rec, ChangeKind::Added, Vec::new()));
+                out.records.push(rec);
+            }
+            Some(p) if p.fingerprint != obs.fingerprint => {
+                out.counts.changed += 1;
+                let fields = changed_fields(&p.raw, &obs.raw, ctx.volatile_keys);
+                let rec = new_record(ctx, obs, Some(&p), ChangeKind::Changed);
+                out.history
+                    .push(history(ctx, &rec, ChangeKind::Changed, fields));
+                out.records.push(rec);
+            }
+            Some(p) => {
+                out.counts.unchanged += 1;
+                if presence_moved(&p, &obs, ctx.last_seen_resolution) {
+                    out.records
+                        .push(new_record(ctx, obs, Some(&p), ChangeKind::Unchanged));
+                }
+            }
+        }
+    }
+    let mut gone: Vec<DeviceRecord> = prev.into_values().filter(|p| !p.is_removed()).collect();
+    gone.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    for mut p in gone {
+        out.counts.removed += 1;
+        p.removed_at = Some(ctx.synced_at);
+        p.updated_at = ctx.synced_at;
+        p.connected = false;
+        p.last_run_id = ctx.run_id.to_string();
+        p.last_change = ChangeKind::Removed;
+        out.history
+            .push(history(ctx, &p, ChangeKind::Removed, Vec::new()));
+        out.records.push(p);
+    }
+    out
+}
+
+fn count(c: &mut SyncCounts, kind: ChangeKind) {
+    match kind {
+        ChangeKind::Added => c.added += 1,
+        ChangeKind::Changed => c.changed += 1,
+        ChangeKind::Removed => c.removed += 1,
+        ChangeKind::Unchanged => c.unchanged += 1,
+    }
+}
+
+fn presence_moved(p: &DeviceRecord, obs: &Observed, resolution: Duration) -> bool {
+    if p.connected != obs.connected {
+        return true;
+    }
+    match (p.last_seen, obs.last_seen) {
+        (None, None) => false,
+        (Some(a), Some(b)) => (b - a).abs().to_std().unwrap_or_default() > resolution,
+        _ => true,
+    }
+}
+
+fn new_record(
+    ctx: &SyncContext<'_>,
+    obs: Observed,
+    prev: Option<&DeviceRecord>,
+    kind: ChangeKind,
+) -> DeviceRecord {
+    let updated_at = match (kind, prev) {
+        (ChangeKind::Unchanged, Some(p)) => p.updated_at,
+        _ => ctx.synced_at,
+    };
+    DeviceRecord {
+        source: ctx.source,
+        tenant: ctx.tenant.to_string(),
+        device_id: obs.device_id,
+        name: obs.name,
+        last_seen: obs.last_seen,
+        connected: obs.connected,
+        fingerprint: obs.fingerprint,
+        attrs: obs.attrs,
+        raw: obs.raw,
+        first_seen_at: prev.map_or(ctx.synced_at, |p| p.first_seen_at),
+        updated_at,
+        removed_at: None,
+        last_run_id: ctx.run_id.to_string(),
+        last_change: kind,
+    }
+}
+
+fn history(
+    ctx: &SyncContext<'_>,
+    rec: &DeviceRecord,
+    kind: ChangeKind,
+    changed_fields: Vec<String>,
+) -> HistoryEntry {
+    HistoryEntry {
+        source: ctx.source,
+        tenant: ctx.tenant.to_string(),
+        device_id: rec.device_id.clone(),
+        run_id: ctx.run_id.to_string(),
+        at: ctx.synced_at,
+        kind,
+        name: rec.name.clone(),
+        changed_fields,
+        last_seen: rec.last_seen,
+        attrs: rec.attrs.clone(),
+        expires_at: ctx.history_expires_at,
+    }
+}
+
+fn changed_fields(old_raw: &str, new_raw: &str, volatile: &[&str]) -> Vec<String> {
+    let parse = |s: &str| match serde_json::from_str::<Value>(s) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    crate::lenient::changed_keys(&parse(old_raw), &parse(new_raw), volatile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn ctx<'a>(run_id: &'a str, at: i64) -> SyncContext<'a> {
+        SyncContext {
+            source: Source::Tailscale,
+            tenant: "-",
+            run_id,
+            synced_at: Utc.timestamp_opt(at, 0).unwrap(),
+            last_seen_resolution: Duration::from_secs(3600),
+            history_expires_at: at + 86_400,
+            volatile_keys: &["lastSeen"],
+        }
+    }
+
+    fn obs(id: &str, fp: &str, last_seen: Option<i64>) -> Observed {
+        Observed {
+            device_id: id.into(),
+            name: id.into(),
+            last_seen: last_seen.map(|s| Utc.timestamp_opt(s, 0).unwrap()),
+            connected: false,
+            fingerprint: fp.into(),
+            attrs: json!({}),
+            raw: json!({"nodeId": id, "os": fp}).to_string(),
+        }
+    }
+
+    #[test]
+    fn first_sync_adds_everything() {
+        let c = diff(
+            &ctx("r1", 1000),
+            vec![],
+            vec![obs("a", "1", None), obs("b", "1", Some(5))],
+        );
+        assert_eq!((c.counts.added, c.counts.devices), (2, 2));
+        assert_eq!(c.records.len(), 2);
+        assert_eq!(c.history.len(), 2);
+        assert!(c.history.iter().all(|h| h.kind == ChangeKind::Added));
+    }
+
+    #[test]
+    fn unchanged_resync_writes_nothing() {
+        let first = diff(&ctx("r1", 1000), vec![], vec![obs("a", "1", Some(5))]);
+        let c = diff(
+            &ctx("r2", 2000),
+            first.records,
+            vec![obs("a", "1", Some(5 + 3599))],
+        );
+        assert_eq!(c.counts.unchanged, 1);
+        assert!(c.records.is_empty() && c.history.is_empty());
+    }
+
+    #[test]
+    fn presence_past_resolution_refreshes_without_history() {
+        let first = diff(&ctx("r1", 1000), vec![], vec![obs("a", "1", Some(5))]);
+        let c = diff(
+            &ctx("r2", 9000),
+            first.records,
+            vec![obs("a", "1", Some(5 + 3601))],
+        );
+        assert_eq!(c.counts.unchanged, 1);
+        assert_eq!(c.records.len(), 1);
+        assert!(c.history.is_empty());
+        assert_eq!(
+            c.records[0].updated_at.timestamp(),
+            1000,
+            "content did not change"
+        );
+        assert_eq!(c.records[0].last_seen.unwrap().timestamp(), 3606);
+    }
+
+    #[test]
+    fn content_change_records_changed_fields() {
+        let first = diff(&ctx("r1", 1000), vec![], vec![obs("a", "1", None)]);
+        let c = diff(&ctx("r2", 2000), first.records, vec![obs("a", "2", None)]);
+        assert_eq!(c.counts.changed, 1);
+        assert_eq!(c.history[0].changed_fields, vec!["os"]);
+        assert_eq!(c.records[0].first_seen_at.timestamp(), 1000);
+        assert_eq!(c.records[0].updated_at.timestamp(), 2000);
+    }
+
+    #[test]
+    fn missing_device_is_marked_removed_then_readded() {
+        let first = diff(
+            &ctx("r1", 1000),
+            vec![],
+            vec![obs("a", "1", None), obs("b", "1", None)],
+        );
+        let c = diff(
+            &ctx("r2", 2000),
+            first.records.clone(),
+            vec![obs("a", "1", None)],
+        );
+        assert_eq!((c.counts.removed, c.counts.unchanged), (1, 1));
+        let b = &c.records[0];
+        assert_eq!(b.device_id, "b");
+        assert_eq!(b.removed_at.unwrap().timestamp(), 2000);
+        let mut stored = first.records;
+        stored.retain(|r| r.device_id != "b");
+        stored.push(b.clone());
+        let again = diff(&ctx("r3", 3000), stored.clone(), vec![obs("a", "1", None)]);
+        assert_eq!(
+            again.counts.removed, 0,
+            "already removed stays removed without a write"
+        );
+        assert!(again.records.is_empty());
+        let back = diff(
+            &ctx("r4", 4000),
+            stored,
+            vec![obs("a", "1", None), obs("b", "1", None)],
+        );
+        assert_eq!(back.counts.added, 1);
+        assert_eq!(back.records[0].removed_at, None);
+        assert_eq!(back.records[0].first_seen_at.timestamp(), 1000);
+    }
+
+    #[test]
+    fn retry_of_same_run_counts_without_rewriting() {
+        let first = diff(&ctx("r1", 1000), vec![], vec![obs("a", "1", None)]);
+        let c1 = diff(
+            &ctx("r2", 2000),
+            first.records.clone(),
+            vec![obs("a", "2", None), obs("b", "1", None)],
+        );
+        // The crash left only device a written.
+        let mut partial = first.records;
+        partial[0] = c1
+            .records
+            .iter()
+            .find(|r| r.device_id == "a")
+            .unwrap()
+            .clone();
+        let retry = diff(
+            &ctx("r2", 2000),
+            partial,
+            vec![obs("a", "2", None), obs("b", "1", None)],
+        );
+        assert_eq!(retry.counts, c1.counts);
+        assert_eq!(retry.records.len(), 1, "only b is still to write");
+        assert_eq!(retry.records[0].device_id, "b");
+    }
+}

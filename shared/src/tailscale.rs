@@ -1,0 +1,498 @@
+//! The Tailscale API: the typed device model (tolerant of missing optional
+//! fields, keeping the raw JSON), the `TailscaleApi` port, and `HttpTailscaleApi`,
+//! which talks to `/api/v2` with an OAuth client-credentials token.
+
+use crate::http::{ApiError, Transport, join, parse_base_url};
+use crate::lenient;
+use crate::secrets::TailscaleCredentials;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use url::Url;
+
+/// Keys left out of a device's fingerprint: presence and connectivity change all
+/// the time; they are refreshed in the current record (see `sync::diff`) but do
+/// not make history.
+pub const VOLATILE_KEYS: &[&str] = &["lastSeen", "connectedToControl", "clientConnectivity"];
+
+/// The Go zero time Tailscale sends in `expires` for "never".
+const ZERO_TIME_YEAR: i32 = 1;
+
+/// One Tailscale device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// Preferred id for every `{deviceId}` path; the primary key.
+    pub node_id: String,
+    /// Legacy numeric id, kept as a string (values exceed 2^53).
+    pub id: String,
+    /// MagicDNS name.
+    pub name: String,
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    pub user: String,
+    pub os: String,
+    pub client_version: String,
+    pub update_available: bool,
+    pub created: Option<DateTime<Utc>>,
+    pub connected_to_control: bool,
+    /// Absent while connected and for devices never online.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Node key expiry; `None` when it never expires (zero time or expiry disabled).
+    pub expires: Option<DateTime<Utc>>,
+    pub key_expiry_disabled: bool,
+    pub authorized: bool,
+    /// Shared in from another tailnet.
+    pub is_external: bool,
+    pub is_ephemeral: bool,
+    pub tags: Vec<String>,
+    /// Hash of the content (raw JSON without `VOLATILE_KEYS`).
+    pub fingerprint: String,
+    /// The object exactly as received, compact.
+    pub raw: String,
+}
+
+/// A device object that could not be used, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidDevice {
+    /// The id, if one could be read.
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for InvalidDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "device {id}: {}", self.reason),
+            None => write!(f, "device without id: {}", self.reason),
+        }
+    }
+}
+
+impl Device {
+    /// Parses one device object. Only `nodeId` is required.
+    pub fn from_raw(raw: &RawValue) -> Result<Device, InvalidDevice> {
+        let value: Value = serde_json::from_str(raw.get()).map_err(|e| InvalidDevice {
+            id: None,
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        let Value::Object(obj) = value else {
+            return Err(InvalidDevice {
+                id: None,
+                reason: "not a JSON object".into(),
+            });
+        };
+        Self::from_object(&obj, raw.get().to_string())
+    }
+
+    /// Parses one device from a JSON object; `raw` is its text as received.
+    pub fn from_object(obj: &Map<String, Value>, raw: String) -> Result<Device, InvalidDevice> {
+        let node_id = match obj.get("nodeId") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(InvalidDevice {
+                    id: lenient::string(obj, "id"),
+                    reason: "missing nodeId".into(),
+                });
+            }
+            Some(_) => {
+                return Err(InvalidDevice {
+                    id: lenient::string(obj, "id"),
+                    reason: "nodeId is not a string".into(),
+                });
+            }
+        };
+        let key_expiry_disabled = lenient::boolean(obj, "keyExpiryDisabled").unwrap_or(false);
+        let expires = lenient::rfc3339(obj, "expires")
+            .filter(|t| t.format("%Y").to_string() != format!("{ZERO_TIME_YEAR:04}"))
+            .filter(|_| !key_expiry_disabled);
+        let hostname = lenient::string(obj, "hostname").unwrap_or_default();
+        let name = lenient::string(obj, "name").unwrap_or_default();
+        Ok(Device {
+            id: lenient::string(obj, "id").unwrap_or_default(),
+            hostname: if hostname.is_empty() {
+                name.split('.').next().unwrap_or_default().to_string()
+            } else {
+                hostname
+            },
+            name,
+            addresses: lenient::strings(obj, "addresses"),
+            user: lenient::string(obj, "user").unwrap_or_default(),
+            os: lenient::string(obj, "os").unwrap_or_default(),
+            client_version: lenient::string(obj, "clientVersion").unwrap_or_default(),
+            update_available: lenient::boolean(obj, "updateAvailable").unwrap_or(false),
+            created: lenient::rfc3339(obj, "created"),
+            connected_to_control: lenient::boolean(obj, "connectedToControl").unwrap_or(false),
+            last_seen: lenient::rfc3339(obj, "lastSeen"),
+            expires,
+            key_expiry_disabled,
+            authorized: lenient::boolean(obj, "authorized").unwrap_or(false),
+            is_external: lenient::boolean(obj, "isExternal").unwrap_or(false),
+            is_ephemeral: lenient::boolean(obj, "isEphemeral").unwrap_or(false),
+            tags: lenient::strings(obj, "tags"),
+            fingerprint: lenient::fingerprint(obj, VOLATILE_KEYS, None),
+            node_id,
+            raw,
+        })
+    }
+
+    /// The normalised fields stored with the record and shown by the CLI.
+    pub fn attrs(&self) -> Value {
+        json!({
+            "node_id": self.node_id,
+            "id": self.id,
+            "name": self.name,
+            "hostname": self.hostname,
+            "addresses": self.addresses,
+            "user": self.user,
+            "os": self.os,
+            "client_version": self.client_version,
+            "update_available": self.update_available,
+            "tags": self.tags,
+            "created": self.created,
+            "expires": self.expires,
+            "key_expiry_disabled": self.key_expiry_disabled,
+            "authorized": self.authorized,
+            "is_external": self.is_external,
+            "is_ephemeral": self.is_ephemeral,
+            "connected_to_control": self.connected_to_control,
+        })
+    }
+}
+
+/// The devices of one listing, and the ones that could not be parsed.
+#[derive(Debug, Default)]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+    pub invalid: Vec<InvalidDevice>,
+}
+
+/// Parses a `GET /tailnet/{tailnet}/devices` body (`{"devices": [...]}`). A body
+/// that is not that shape is an error; a bad device inside it is only reported.
+pub fn parse_device_list(body: &[u8]) -> Result<DeviceList, String> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        devices: Option<Vec<&'a RawValue>>,
+    }
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let raws = env.devices.ok_or("no \"devices\" array in the response")?;
+    let mut out = DeviceList::default();
+    let mut seen = std::collections::HashSet::with_capacity(raws.len());
+    for raw in raws {
+        match Device::from_raw(raw) {
+            Ok(d) if !seen.insert(d.node_id.clone()) => out.invalid.push(InvalidDevice {
+                id: Some(d.node_id),
+                reason: "listed twice".into(),
+            }),
+            Ok(d) => out.devices.push(d),
+            Err(e) => out.invalid.push(e),
+        }
+    }
+    Ok(out)
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    /// 404: someone (or ephemeral expiry) removed it first.
+    AlreadyGone,
+}
+
+/// The Tailscale operations fleetsync uses.
+#[async_trait]
+pub trait TailscaleApi: Send + Sync {
+    /// The tailnet this client acts on (`-` for the token's own).
+    fn tailnet(&self) -> &str;
+    /// Every device of the tailnet with all fields.
+    async fn list_devices(&self) -> Result<DeviceList, ApiError>;
+    /// One device with all fields; `None` on 404.
+    async fn get_device(&self, device_id: &str) -> Result<Option<Device>, ApiError>;
+    /// Deletes one device; 404 is `AlreadyGone`, not an error.
+    async fn delete_device(&self, device_id: &str) -> Result<Deleted, ApiError>;
+    /// HTTP requests sent so far (token requests and retries included).
+    fn requests(&self) -> u64;
+}
+
+#[derive(Debug)]
+struct Token {
+    value: crate::secrets::Redacted,
+    refresh_at: Instant,
+}
+
+/// `TailscaleApi` over HTTP. Build it once per process: it caches its OAuth
+/// token until shortly before expiry and fetches a new one once on a 401.
+pub struct HttpTailscaleApi {
+    transport: Transport,
+    base: Url,
+    credentials: TailscaleCredentials,
+    token: Mutex<Option<Token>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl HttpTailscaleApi {
+    /// `base_url` is e.g. `https://api.tailscale.com` (the `/api/v2` is added here).
+    pub fn new(
+        transport: Transport,
+        base_url: &str,
+        credentials: TailscaleCredentials,
+    ) -> Result<Self, ApiError> {
+        Ok(HttpTailscaleApi {
+            base: parse_base_url("TAILSCALE_API_BASE_URL", base_url)?,
+            transport,
+            credentials,
+            token: Mutex::new(None),
+        })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        join(&self.base, &format!("api/v2/{path}"))
+    }
+
+    async fn token(&self) -> Result<crate::secrets::Redacted, ApiError> {
+        let mut guard = self.token.lock().await;
+        if let Some(t) = guard.as_ref()
+            && Instant::now() < t.refresh_at
+        {
+            return Ok(t.value.clone());
+        }
+        let url = self.url("oauth/token");
+        let form = [
+            ("client_id", self.credentials.client_id.as_str()),
+            ("client_secret", self.credentials.client_secret.expose()),
+            ("grant_type", "client_credentials"),
+        ];
+        let response = self
+            .transport
+            .send("oauth token", || {
+                self.transport.client.post(url.clone()).form(&form)
+            })
+            .await?;
+        let body: TokenResponse = self.transport.json("oauth token", response).await?;
+        if body.access_token.is_empty() {
+            return Err(ApiError::Decode {
+                api: "tailscale",
+                what: "oauth token".into(),
+                detail: "empty access_token".into(),
+            });
+        }
+        // Refresh five minutes early, or at half-life for short-lived tokens.
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(3600));
+        let margin = Duration::from_secs(300).min(lifetime / 2);
+        let token = Token {
+            value: crate::secrets::Redacted::new(body.access_token),
+            refresh_at: Instant::now() + lifetime - margin,
+        };
+        let value = token.value.clone();
+        *guard = Some(token);
+        Ok(value)
+    }
+
+    async fn forget_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    /// Sends an authenticated request; on 401 fetches a new token once and retries.
+    async fn send_authed<F>(&self, what: &str, build: F) -> Result<reqwest::Response, ApiError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+    {
+        let token = self.token().await?;
+        match self
+            .transport
+            .send(what, || build().bearer_auth(token.expose()))
+            .await
+        {
+            Err(e) if e.status() == Some(401) => {
+                tracing::info!(
+                    api = "tailscale",
+                    call = what,
+                    "token refused, fetching a new one"
+                );
+                self.forget_token().await;
+                let token = self.token().await?;
+                self.transport
+                    .send(what, || build().bearer_auth(token.expose()))
+                    .await
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl TailscaleApi for HttpTailscaleApi {
+    fn tailnet(&self) -> &str {
+        &self.credentials.tailnet
+    }
+
+    async fn list_devices(&self) -> Result<DeviceList, ApiError> {
+        let what = "list devices";
+        let url = self.url(&format!("tailnet/{}/devices", self.credentials.tailnet));
+        let response = self
+            .send_authed(what, || {
+                self.transport
+                    .client
+                    .get(url.clone())
+                    .query(&[("fields", "all")])
+            })
+            .await?;
+        let body = response.bytes().await.map_err(|e| ApiError::Connect {
+            api: "tailscale",
+            what: what.into(),
+            detail: format!("reading body: {e}"),
+        })?;
+        parse_device_list(&body).map_err(|detail| ApiError::Decode {
+            api: "tailscale",
+            what: what.into(),
+            detail,
+        })
+    }
+
+    async fn get_device(&self, device_id: &str) -> Result<Option<Device>, ApiError> {
+        let what = format!("get device {device_id}");
+        let url = self.url(&format!("device/{device_id}"));
+        let response = match self
+            .send_authed(&what, || {
+                self.transport
+                    .client
+                    .get(url.clone())
+                    .query(&[("fields", "all")])
+            })
+            .await
+        {
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            other => other?,
+        };
+        let body = response.bytes().await.map_err(|e| ApiError::Connect {
+            api: "tailscale",
+            what: what.clone(),
+            detail: format!("reading body: {e}"),
+        })?;
+        let raw: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+            api: "tailscale",
+            what: what.clone(),
+            detail: e.to_string(),
+        })?;
+        Device::from_raw(&raw)
+            .map(Some)
+            .map_err(|e| ApiError::Decode {
+                api: "tailscale",
+                what,
+                detail: e.to_string(),
+            })
+    }
+
+    async fn delete_device(&self, device_id: &str) -> Result<Deleted, ApiError> {
+        let what = format!("delete device {device_id}");
+        let url = self.url(&format!("device/{device_id}"));
+        // DELETE is safe to retry: a repeat answers 404, mapped to AlreadyGone.
+        match self
+            .send_authed(&what, || self.transport.client.delete(url.clone()))
+            .await
+        {
+            Ok(_) => Ok(Deleted::Deleted),
+            Err(e) if e.status() == Some(404) => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.transport.requests()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = include_str!("../fixtures/tailscale/devices-list.json");
+
+    fn by_host<'a>(list: &'a DeviceList, host: &str) -> &'a Device {
+        list.devices.iter().find(|d| d.hostname == host).unwrap()
+    }
+
+    #[test]
+    fn fixture_list_parses_every_device() {
+        let list = parse_device_list(LIST.as_bytes()).unwrap();
+        assert_eq!(list.devices.len(), 7);
+        assert!(list.invalid.is_empty());
+        let db = by_host(&list, "db-proxy-01");
+        assert!(db.connected_to_control);
+        assert_eq!(db.last_seen, None);
+        assert_eq!(db.expires, None, "zero time means never");
+        assert_eq!(db.tags, vec!["tag:prod", "tag:server"]);
+        let nas = by_host(&list, "nas-shared");
+        assert!(nas.is_external);
+        assert_eq!(nas.created, None);
+        let phone = by_host(&list, "devon-iphone");
+        assert_eq!(
+            phone.last_seen.unwrap().to_rfc3339(),
+            "2026-08-30T21:07:11+00:00"
+        );
+        assert!(phone.expires.is_some());
+        assert_eq!(phone.id, "4817365029184021");
+        let pixel = by_host(&list, "pixel-tablet");
+        assert!(!pixel.authorized && pixel.last_seen.is_none() && !pixel.connected_to_control);
+        let raw: Value = serde_json::from_str(&phone.raw).unwrap();
+        assert_eq!(raw["nodeId"], "nsTlTv5uvh11CNTRL");
+    }
+
+    #[test]
+    fn fields_all_object_parses() {
+        let text = include_str!("../fixtures/tailscale/device-get-fields-all.json");
+        let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+        let d = Device::from_raw(&raw).unwrap();
+        assert_eq!(d.node_id, "n2GvS7YEnH11CNTRL");
+        assert!(d.raw.contains("clientConnectivity"));
+    }
+
+    #[test]
+    fn bad_devices_are_reported_and_the_rest_kept() {
+        let body =
+            br#"{"devices":[{"nodeId":"a","hostname":"ok","lastSeen":"garbage","tags":"tag:x"},
+            {"id":"123","hostname":"no-node-id"}, 7, {"nodeId": 42}, {"nodeId":"a"}]}"#;
+        let list = parse_device_list(body).unwrap();
+        assert_eq!(list.devices.len(), 1);
+        assert_eq!(list.devices[0].last_seen, None);
+        assert!(list.devices[0].tags.is_empty());
+        let reasons: Vec<String> = list.invalid.iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "device 123: missing nodeId",
+                "device without id: not a JSON object",
+                "device without id: nodeId is not a string",
+                "device a: listed twice"
+            ]
+        );
+    }
+
+    #[test]
+    fn list_without_devices_array_is_an_error() {
+        assert!(parse_device_list(b"[]").is_err());
+        assert!(parse_device_list(b"{\"devices\": [").is_err());
+        assert!(parse_device_list(b"{}").is_err());
+    }
+
+    #[test]
+    fn fingerprint_ignores_presence_but_not_content() {
+        let a = br#"{"devices":[{"nodeId":"a","lastSeen":"2026-01-01T00:00:00Z","os":"linux"}]}"#;
+        let b = br#"{"devices":[{"os":"linux","nodeId":"a","lastSeen":"2026-02-01T00:00:00Z"}]}"#;
+        let c = br#"{"devices":[{"nodeId":"a","lastSeen":"2026-01-01T00:00:00Z","os":"macOS"}]}"#;
+        let f = |b: &[u8]| parse_device_list(b).unwrap().devices[0].fingerprint.clone();
+        assert_eq!(f(a), f(b));
+        assert_ne!(f(a), f(c));
+    }
+}
