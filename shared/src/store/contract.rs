@@ -58,14 +58,16 @@ pub fn base_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 14, 15, 9, 26).unwrap() + Duration::nanoseconds(535_897_932)
 }
 
-/// A UUIDv7 run or plan id for the instant `at`: ids of later instants sort after.
+/// A UUIDv7 run or plan id for the instant `at`: ids of later instants sort
+/// after, and the same instant always gives the same id.
 pub fn id_at(at: DateTime<Utc>) -> String {
-    let ts = uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        u64::try_from(at.timestamp()).unwrap_or(0),
-        at.timestamp_subsec_nanos(),
-    );
-    uuid::Uuid::new_v7(ts).to_string()
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let sub_milli = at.timestamp_subsec_nanos() % 1_000_000;
+    let mut rest = [0u8; 10];
+    rest[6..].copy_from_slice(&sub_milli.to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(millis, &rest)
+        .into_uuid()
+        .to_string()
 }
 
 /// Device `n` of a tenant; even devices have a last-seen time, every third is removed.

@@ -789,3 +789,383 @@ impl Store for DynamoStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Outcome;
+    use crate::store::contract::{sample_device, sample_entry, sample_plan, sample_run};
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::batch_write_item::{
+        BatchWriteItemInput, BatchWriteItemOutput,
+    };
+    use aws_sdk_dynamodb::operation::query::{QueryError, QueryOutput};
+    use aws_sdk_dynamodb::types::error::{
+        ConditionalCheckFailedException, ProvisionedThroughputExceededException,
+        ResourceNotFoundException,
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use std::sync::{Arc, Mutex};
+
+    const TABLE: &str = "fleetsync-test";
+
+    fn store(mode: RuleMode, rules: &[&Rule]) -> DynamoStore {
+        let client = mock_client!(aws_sdk_dynamodb, mode, rules, |c| c
+            .retry_config(RetryConfig::disabled()));
+        DynamoStore::new(client, TABLE).with_batch_retry(
+            3,
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+        )
+    }
+
+    /// The partition keys of each batch, in the order the requests were sent.
+    type Sent = Arc<Mutex<Vec<Vec<String>>>>;
+
+    fn batch_pks(input: &BatchWriteItemInput) -> Vec<String> {
+        input
+            .request_items()
+            .and_then(|m| m.get(TABLE))
+            .map(|reqs| {
+                reqs.iter()
+                    .map(|r| match r.put_request().and_then(|p| p.item().get("pk")) {
+                        Some(AttributeValue::S(pk)) => pk.clone(),
+                        _ => String::new(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn recording_batch_rule(sent: Sent) -> Rule {
+        mock!(Client::batch_write_item).then_compute_output(move |input| {
+            sent.lock().unwrap().push(batch_pks(input));
+            BatchWriteItemOutput::builder().build()
+        })
+    }
+
+    fn commit_of(n: usize, with_run: bool) -> SyncCommit {
+        SyncCommit {
+            records: (0..n)
+                .map(|i| sample_device(Source::Tailscale, "example.com", i))
+                .collect(),
+            history: vec![],
+            run: with_run.then(|| sample_run(Source::Tailscale, "example.com", 0)),
+        }
+    }
+
+    fn device_item(n: usize) -> Item {
+        let d = sample_device(Source::Tailscale, "example.com", n);
+        encode(
+            "device",
+            &d,
+            dev_pk(d.source, &d.tenant),
+            d.device_id.clone(),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn error_meta(code: &str) -> ErrorMetadata {
+        ErrorMetadata::builder()
+            .code(code)
+            .message("details")
+            .build()
+    }
+
+    #[tokio::test]
+    async fn commit_sends_batches_of_at_most_25() {
+        let sent = Sent::default();
+        let rule = recording_batch_rule(sent.clone());
+        let store = store(RuleMode::MatchAny, &[&rule]);
+
+        let writes = store.commit_sync(&commit_of(60, false)).await.unwrap();
+
+        assert_eq!(writes, 3);
+        let mut sizes: Vec<usize> = sent.lock().unwrap().iter().map(Vec::len).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![10, 25, 25]);
+    }
+
+    #[tokio::test]
+    async fn commit_writes_run_and_tenant_marker_last_in_one_request() {
+        let sent = Sent::default();
+        let rule = recording_batch_rule(sent.clone());
+        let store = store(RuleMode::MatchAny, &[&rule]);
+
+        let writes = store.commit_sync(&commit_of(30, true)).await.unwrap();
+
+        assert_eq!(writes, 3);
+        let sent = sent.lock().unwrap();
+        let (last, devices) = sent.split_last().unwrap();
+        let mut last = last.clone();
+        last.sort();
+        assert_eq!(last, vec!["RUN#tailscale#example.com", "TENANT#tailscale"]);
+        assert!(
+            devices
+                .iter()
+                .flatten()
+                .all(|pk| pk == "DEV#tailscale#example.com")
+        );
+        assert_eq!(devices.iter().map(Vec::len).sum::<usize>(), 30);
+    }
+
+    #[tokio::test]
+    async fn commit_without_changes_costs_one_write_request() {
+        let sent = Sent::default();
+        let rule = recording_batch_rule(sent.clone());
+        let store = store(RuleMode::MatchAny, &[&rule]);
+
+        assert_eq!(store.commit_sync(&commit_of(0, true)).await.unwrap(), 1);
+        assert_eq!(sent.lock().unwrap().len(), 1);
+        assert_eq!(store.commit_sync(&SyncCommit::default()).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn unprocessed_items_are_resent_until_done() {
+        let first = mock!(Client::batch_write_item).then_compute_output(|input| {
+            let reqs = input.request_items().unwrap()[TABLE].clone();
+            assert_eq!(reqs.len(), 3);
+            BatchWriteItemOutput::builder()
+                .unprocessed_items(TABLE, reqs[1..].to_vec())
+                .build()
+        });
+        let resent = Sent::default();
+        let second = recording_batch_rule(resent.clone());
+        let store = store(RuleMode::Sequential, &[&first, &second]);
+
+        let writes = store.commit_sync(&commit_of(3, false)).await.unwrap();
+
+        assert_eq!(writes, 2);
+        assert_eq!(first.num_calls(), 1);
+        assert_eq!(second.num_calls(), 1);
+        assert_eq!(resent.lock().unwrap()[0].len(), 2);
+    }
+
+    #[tokio::test]
+    async fn unprocessed_items_past_the_retry_budget_are_unavailable() {
+        let rule = mock!(Client::batch_write_item).then_compute_output(|input| {
+            BatchWriteItemOutput::builder()
+                .set_unprocessed_items(input.request_items().cloned())
+                .build()
+        });
+        let store = store(RuleMode::MatchAny, &[&rule]);
+
+        let err = store.commit_sync(&commit_of(2, true)).await.unwrap_err();
+
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        // One request and three re-sends; the run batch is never sent.
+        assert_eq!(rule.num_calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn duplicate_keys_in_a_commit_are_sent_once() {
+        let sent = Sent::default();
+        let rule = recording_batch_rule(sent.clone());
+        let store = store(RuleMode::MatchAny, &[&rule]);
+        let mut commit = commit_of(2, false);
+        commit.records.push(commit.records[0].clone());
+
+        store.commit_sync(&commit).await.unwrap();
+
+        assert_eq!(sent.lock().unwrap()[0].len(), 2);
+    }
+
+    #[tokio::test]
+    async fn query_follows_last_evaluated_key_through_an_empty_page() {
+        let lek = HashMap::from([
+            ("pk".to_string(), s("DEV#tailscale#example.com")),
+            ("sk".to_string(), s("dev00001")),
+        ]);
+        let first_lek = lek.clone();
+        let first = mock!(Client::query)
+            .match_requests(|q| q.exclusive_start_key().is_none())
+            .then_output(move || {
+                QueryOutput::builder()
+                    .items(device_item(1))
+                    .set_last_evaluated_key(Some(first_lek.clone()))
+                    .build()
+            });
+        let empty_page = mock!(Client::query)
+            .match_requests(move |q| q.exclusive_start_key() == Some(&lek))
+            .then_output(|| QueryOutput::builder().build());
+        let store = store(RuleMode::Sequential, &[&first, &empty_page]);
+
+        let devices = store
+            .current_devices(Source::Tailscale, "example.com")
+            .await
+            .unwrap();
+
+        assert_eq!(
+            devices,
+            vec![sample_device(Source::Tailscale, "example.com", 1)]
+        );
+        assert_eq!(first.num_calls(), 1);
+        assert_eq!(empty_page.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn list_runs_asks_only_for_what_is_left_of_the_limit() {
+        let run_item = |seq| {
+            let r = sample_run(Source::Tailscale, "example.com", seq);
+            encode(
+                "run",
+                &r,
+                run_pk(r.source, &r.tenant),
+                r.run_id.clone(),
+                None,
+            )
+            .unwrap()
+        };
+        let lek = HashMap::from([("pk".to_string(), s("x")), ("sk".to_string(), s("y"))]);
+        let (lek1, lek2) = (lek.clone(), lek.clone());
+        let first = mock!(Client::query)
+            .match_requests(|q| q.limit() == Some(3) && q.scan_index_forward() == Some(false))
+            .then_output(move || {
+                QueryOutput::builder()
+                    .items(run_item(9))
+                    .items(run_item(8))
+                    .set_last_evaluated_key(Some(lek1.clone()))
+                    .build()
+            });
+        let second = mock!(Client::query)
+            .match_requests(|q| q.limit() == Some(1) && q.exclusive_start_key().is_some())
+            .then_output(move || {
+                QueryOutput::builder()
+                    .items(run_item(7))
+                    .set_last_evaluated_key(Some(lek2.clone()))
+                    .build()
+            });
+        let store = store(RuleMode::Sequential, &[&first, &second]);
+
+        let runs = store
+            .list_runs(Source::Tailscale, "example.com", 3)
+            .await
+            .unwrap();
+
+        let ids: Vec<_> = runs.into_iter().map(|r| r.run_id).collect();
+        let expected: Vec<_> = [9, 8, 7]
+            .map(|seq| sample_run(Source::Tailscale, "example.com", seq).run_id)
+            .to_vec();
+        assert_eq!(ids, expected);
+    }
+
+    #[tokio::test]
+    async fn throttling_is_unavailable_and_missing_table_is_rejected() {
+        let throttled = mock!(Client::query).then_error(|| {
+            QueryError::ProvisionedThroughputExceededException(
+                ProvisionedThroughputExceededException::builder()
+                    .meta(error_meta("ProvisionedThroughputExceededException"))
+                    .build(),
+            )
+        });
+        let missing = mock!(Client::query).then_error(|| {
+            QueryError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .meta(error_meta("ResourceNotFoundException"))
+                    .build(),
+            )
+        });
+        let store = store(RuleMode::Sequential, &[&throttled, &missing]);
+
+        let err = store.tenants(Source::Tailscale).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        let err = store.tenants(Source::Tailscale).await.unwrap_err();
+        assert!(matches!(err, StoreError::Rejected(_)), "{err}");
+        assert!(
+            err.to_string().contains("ResourceNotFoundException"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn undecodable_item_is_corrupt_and_not_quoted() {
+        let rule = mock!(Client::query).then_output(|| {
+            QueryOutput::builder()
+                .items(HashMap::from([
+                    ("pk".to_string(), s("DEV#tailscale#example.com")),
+                    ("sk".to_string(), s("dev1")),
+                    ("source".to_string(), s("tailscale")),
+                    ("name".to_string(), AttributeValue::N("1".into())),
+                    ("tenant".to_string(), s("secret-tenant-value")),
+                ]))
+                .build()
+        });
+        let store = store(RuleMode::MatchAny, &[&rule]);
+
+        let err = store
+            .current_devices(Source::Tailscale, "example.com")
+            .await
+            .unwrap_err();
+
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(!err.to_string().contains("secret-tenant-value"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn record_outcome_returns_the_stored_outcome_when_the_condition_fails() {
+        let plan = sample_plan("example.com", 0);
+        let mut stored = sample_entry(&plan, "d1");
+        stored.outcome = Some(Outcome::AlreadyGone);
+        let old = encode("plan entry", &stored, "pk".into(), "d1".into(), None).unwrap();
+        let rule = mock!(Client::put_item)
+            .match_requests(|p| {
+                p.condition_expression()
+                    .is_some_and(|c| c.contains("attribute_type(#o, :null)"))
+            })
+            .then_error(move || {
+                PutItemError::ConditionalCheckFailedException(
+                    ConditionalCheckFailedException::builder()
+                        .set_item(Some(old.clone()))
+                        .meta(error_meta("ConditionalCheckFailedException"))
+                        .build(),
+                )
+            });
+        let store = store(RuleMode::MatchAny, &[&rule]);
+        let mut again = sample_entry(&plan, "d1");
+        again.outcome = Some(Outcome::Deleted);
+
+        let got = store.record_outcome("example.com", &again).await.unwrap();
+
+        assert_eq!(got, Recorded::AlreadyRecorded(Outcome::AlreadyGone));
+    }
+
+    #[tokio::test]
+    async fn lease_conflict_names_the_holder_and_its_end() {
+        let rule = mock!(Client::put_item).then_error(|| {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .item("holder", s("worker-a"))
+                    .item("until_at", s("2026-03-14T16:00:00+00:00"))
+                    .meta(error_meta("ConditionalCheckFailedException"))
+                    .build(),
+            )
+        });
+        let store = store(RuleMode::MatchAny, &[&rule]);
+        let now = Utc::now();
+
+        let err = store
+            .acquire_lease("prune", "worker-b", now, now + chrono::Duration::minutes(5))
+            .await
+            .unwrap_err();
+
+        match err {
+            StoreError::Conflict(msg) => {
+                assert!(msg.contains("worker-a"), "{msg}");
+                assert!(msg.contains("2026-03-14T16:00:00"), "{msg}");
+            }
+            other => panic!("expected a conflict, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn tenant_with_key_separator_is_rejected() {
+        let store = store(RuleMode::MatchAny, &[]);
+        let err = store
+            .current_devices(Source::Tailscale, "a#b")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Rejected(_)), "{err}");
+    }
+}
