@@ -10,6 +10,8 @@ pub mod config;
 pub mod deps;
 pub mod error;
 pub mod http;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod lenient;
 pub mod model;
 pub mod policy;

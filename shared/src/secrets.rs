@@ -266,9 +266,11 @@ impl SecretSource for SecretsManagerSource {
 
 /// Reads credentials from the environment variables of DESIGN.md
 /// (`TAILSCALE_OAUTH_CLIENT_ID`, …), for the CLI.
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 #[derive(Default)]
 pub struct EnvSecrets {
-    lookup: Option<Box<dyn Fn(&str) -> Option<String> + Send + Sync>>,
+    lookup: Option<Lookup>,
 }
 
 impl EnvSecrets {
