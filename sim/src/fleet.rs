@@ -150,6 +150,7 @@ impl Fleet {
             .collect()
     }
 
+    /// Counts per Tailscale kind and of TinyMDM devices, apps and groups.
     pub fn summary(&self) -> FleetSummary {
         let mut tailscale = BTreeMap::new();
         for kind in self.tailscale_kinds.values() {

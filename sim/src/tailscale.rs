@@ -78,7 +78,8 @@ pub struct TailscaleSimConfig {
     /// Whether device lists include external (shared-in) devices. Real
     /// Tailscale hides them from OAuth tokens because sharing is to a user and
     /// an OAuth client has none (tailscale/tailscale#8707); the default `true`
-    /// lists them, so clients are tested against both shapes.
+    /// lists them, so clients are tested against both shapes. Get and delete
+    /// find external devices either way (delete answers 501).
     pub list_external_to_oauth: bool,
     pub devices: Vec<TailscaleDevice>,
 }
@@ -253,6 +254,7 @@ impl TailscaleSim {
         self.state.log.all()
     }
 
+    /// Empties the request log.
     pub fn clear_requests(&self) {
         self.state.log.clear();
     }
@@ -274,6 +276,7 @@ impl TailscaleSim {
         Some(device.to_json(Fields::All))
     }
 
+    /// Number of stored devices.
     pub fn device_count(&self) -> usize {
         lock(&self.state.devices).len()
     }
@@ -327,10 +330,12 @@ impl TailscaleSim {
         self.state.faults.inject(route, fault, times);
     }
 
+    /// Faults injected and not yet used up, in order.
     pub fn pending_faults(&self) -> Vec<PendingFault> {
         self.state.faults.pending()
     }
 
+    /// Drops every pending fault.
     pub fn clear_faults(&self) {
         self.state.faults.clear();
     }

@@ -227,6 +227,7 @@ impl TinymdmSim {
         self.state.log.all()
     }
 
+    /// Empties the request log.
     pub fn clear_requests(&self) {
         self.state.log.clear();
     }
@@ -237,6 +238,7 @@ impl TinymdmSim {
         snapshot.iter().map(|d| (**d).clone()).collect()
     }
 
+    /// The device with this id.
     pub fn device(&self, id: &str) -> Option<TinymdmDevice> {
         lock(&self.state.data).devices.get(id).map(|d| (*d).clone())
     }
@@ -247,6 +249,7 @@ impl TinymdmSim {
         Some(serde_json::to_value(&*device).expect("device JSON"))
     }
 
+    /// Number of stored devices.
     pub fn device_count(&self) -> usize {
         lock(&self.state.data).devices.len()
     }
@@ -300,10 +303,12 @@ impl TinymdmSim {
         self.state.faults.inject(route, fault, times);
     }
 
+    /// Faults injected and not yet used up, in order.
     pub fn pending_faults(&self) -> Vec<PendingFault> {
         self.state.faults.pending()
     }
 
+    /// Drops every pending fault.
     pub fn clear_faults(&self) {
         self.state.faults.clear();
     }

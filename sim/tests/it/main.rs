@@ -71,3 +71,10 @@ pub fn mdm_get(http: &Client, sim: &TinymdmSim, path_and_query: &str) -> Request
         .header("X-Tinymdm-Manager-Apikey-Secret", secret)
         .header("X-Account-Id", sim.account_id())
 }
+
+#[test]
+fn handles_can_be_shared_across_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<TailscaleSim>();
+    shareable::<TinymdmSim>();
+}
