@@ -1,6 +1,7 @@
 //! Typed configuration read from the environment, with defaults, shared by the
 //! Lambda functions and the CLI. Variable names match `template.yaml`.
 
+use crate::http::HttpSettings;
 use std::time::Duration;
 
 /// A missing or malformed configuration value; the message names the variable
@@ -21,7 +22,7 @@ pub const DEFAULT_TAILSCALE_API_BASE_URL: &str = "https://api.tailscale.com";
 pub const DEFAULT_TINYMDM_API_BASE_URL: &str = "https://www.tinymdm.net";
 
 /// Settings every step reads; all have defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Tailnet whose snapshot plan-prune reads when its input names none
     /// (`TAILSCALE_TAILNET`, default `-`: the token's own tailnet).
@@ -50,6 +51,8 @@ pub struct Settings {
     pub plan_approval_max_age_hours: u64,
     /// Deletions in flight at once (`PRUNE_CONCURRENCY`).
     pub prune_concurrency: usize,
+    /// Timeouts and retries of both API clients (`HTTP_TIMEOUT_SECONDS`, `HTTP_MAX_RETRIES`).
+    pub http: HttpSettings,
 }
 
 impl Default for Settings {
@@ -69,6 +72,7 @@ impl Default for Settings {
             prune_max_fraction: 0.10,
             plan_approval_max_age_hours: 24,
             prune_concurrency: 4,
+            http: HttpSettings::default(),
         }
     }
 }
@@ -124,6 +128,16 @@ impl Settings {
                 1,
             )?,
             prune_concurrency: num(&get, "PRUNE_CONCURRENCY", d.prune_concurrency, 1)?,
+            http: HttpSettings {
+                request_timeout: Duration::from_secs(num(
+                    &get,
+                    "HTTP_TIMEOUT_SECONDS",
+                    d.http.request_timeout.as_secs(),
+                    1,
+                )?),
+                max_retries: num(&get, "HTTP_MAX_RETRIES", d.http.max_retries, 0)?,
+                ..d.http
+            },
         })
     }
 
@@ -201,7 +215,9 @@ mod tests {
     #[test]
     fn defaults_apply_when_unset() {
         let s = Settings::from_lookup(lookup(&[])).unwrap();
-        assert_eq!(s, Settings::default());
+        assert_eq!(s.history_retention_days, 365);
+        assert_eq!(s.tailnet, "-");
+        assert_eq!(s.http.max_retries, 4);
         assert_eq!(s.stale_minutes, 90 * 24 * 60);
     }
 

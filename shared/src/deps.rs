@@ -3,7 +3,7 @@
 
 use crate::config::{ConfigError, Settings, required};
 use crate::error::StepError;
-use crate::http::{HttpSettings, Transport, build_client};
+use crate::http::{Transport, build_client};
 use crate::secrets::{SecretKind, SecretSource, SecretsManagerSource};
 use crate::store::{DynamoStore, Store};
 use crate::tailscale::{HttpTailscaleApi, TailscaleApi};
@@ -180,7 +180,7 @@ impl Deps {
     ) -> Self {
         let mut deps = Deps::new(store, settings);
         let mut errors = Vec::new();
-        let http = HttpSettings::default();
+        let http = deps.settings.http.clone();
         let client = match build_client(&http) {
             Ok(c) => c,
             Err(e) => {

@@ -1,8 +1,14 @@
 //! Integration tests across crates, in one test binary: the Store contract on
-//! emulated DynamoDB, and (later) steps against the simulators and the CLI.
+//! emulated DynamoDB, both API clients and the four steps against the
+//! simulators, the Lambda entry point with the sample events, and the log check.
 //!
 //! `scripts/test.sh` starts the AWS emulator and passes its endpoint in
-//! `FLEETSYNC_TEST_AWS_ENDPOINT`; shared helpers live in `support`.
+//! `FLEETSYNC_TEST_AWS_ENDPOINT`; shared helpers live in `support` and `world`.
 
+mod clients;
 mod dynamo_store;
+mod handlers;
+mod logs;
+mod steps;
 mod support;
+mod world;
