@@ -2,6 +2,14 @@
 //! devices (every [`TsKind`] present from 8 devices up) and TinyMDM devices
 //! with apps and groups, plus `churn` helpers that change a fraction of
 //! devices for benchmarks. The same [`FleetSpec`] always yields the same fleet.
+//!
+//! Only presence is relative to [`FleetSpec::now`]: Tailscale's `lastSeen`,
+//! `connectedToControl` and `clientConnectivity`, TinyMDM's
+//! `last_sync_timestamp`, battery and `geolocation_positions`. Every other
+//! timestamp (creation, enrollment, key expiry, acknowledgements, request
+//! dates, group dates) is anchored to [`FleetSpec::epoch`], so the same seed
+//! generated at two different clocks differs only in presence, as long as both
+//! clocks are at or after the epoch.
 
 use crate::model::{
     Distro, GeoPosition, TailscaleDevice, TinymdmApp, TinymdmDevice, TinymdmGroup, ZERO_TIME,
@@ -24,8 +32,13 @@ pub struct FleetSpec {
     pub seed: u64,
     pub tailscale_devices: usize,
     pub tinymdm_devices: usize,
-    /// The clock the fleet is generated against; staleness is relative to it.
+    /// The clock the fleet is generated against; presence (last seen, last
+    /// sync, battery, positions) is relative to it.
     pub now: DateTime<Utc>,
+    /// The fixed anchor of every other timestamp: creation, enrollment,
+    /// acknowledgement and request dates lie before it, node key expiries 400
+    /// to 700 days after it. Clamped to `now` when `now` is earlier.
+    pub epoch: DateTime<Utc>,
     /// MagicDNS domain of the tailnet, e.g. `tail4c2a9e.ts.net`.
     pub tailnet_domain: String,
 }
@@ -50,7 +63,7 @@ impl FleetSpec {
 
 impl Default for FleetSpec {
     /// Seed 42, 300 Tailscale and 1500 TinyMDM devices, at the fixtures'
-    /// snapshot clock 2026-09-01T12:00:00Z.
+    /// snapshot clock 2026-09-01T12:00:00Z, with the epoch 2026-01-01T00:00:00Z.
     fn default() -> Self {
         FleetSpec {
             seed: 42,
@@ -58,6 +71,10 @@ impl Default for FleetSpec {
             tinymdm_devices: 1500,
             now: Utc
                 .with_ymd_and_hms(2026, 9, 1, 12, 0, 0)
+                .single()
+                .expect("valid date"),
+            epoch: Utc
+                .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
                 .single()
                 .expect("valid date"),
             tailnet_domain: "tail4c2a9e.ts.net".into(),
@@ -175,7 +192,14 @@ impl Fleet {
 /// Generates the fleet `spec` describes.
 pub fn generate(spec: FleetSpec) -> Fleet {
     let now = spec.now.trunc_subsecs(0);
-    let mut ts = TsGen::new(spec.seed, now, &spec.tailnet_domain, spec.tailscale_devices);
+    let epoch = spec.epoch.trunc_subsecs(0).min(now);
+    let clock = Clock { now, epoch };
+    let mut ts = TsGen::new(
+        spec.seed,
+        clock,
+        &spec.tailnet_domain,
+        spec.tailscale_devices,
+    );
     let mut kinds = kind_plan(spec.tailscale_devices);
     kinds.shuffle(&mut ts.rng);
     let mut tailscale = Vec::with_capacity(kinds.len());
@@ -185,7 +209,7 @@ pub fn generate(spec: FleetSpec) -> Fleet {
         tailscale_kinds.insert(device.node_id.clone(), kind);
         tailscale.push(device);
     }
-    let mut mdm = MdmGen::new(spec.seed, now);
+    let mut mdm = MdmGen::new(spec.seed, clock);
     let tinymdm_groups = mdm.groups();
     let mut tinymdm = Vec::with_capacity(spec.tinymdm_devices);
     let mut tinymdm_apps = HashMap::new();
@@ -401,9 +425,18 @@ struct User {
     login: String,
 }
 
+/// The two clocks of a generation: presence is relative to `now`, content to
+/// `epoch` (never after `now`).
+#[derive(Clone, Copy)]
+struct Clock {
+    now: DateTime<Utc>,
+    epoch: DateTime<Utc>,
+}
+
 struct TsGen<'a> {
     rng: ChaCha8Rng,
     now: DateTime<Utc>,
+    epoch: DateTime<Utc>,
     domain: &'a str,
     foreign_domains: Vec<String>,
     users: Vec<User>,
@@ -421,7 +454,7 @@ struct Presence {
 }
 
 impl<'a> TsGen<'a> {
-    fn new(seed: u64, now: DateTime<Utc>, domain: &'a str, devices: usize) -> Self {
+    fn new(seed: u64, clock: Clock, domain: &'a str, devices: usize) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(1);
         let foreign_domains = (0..3)
@@ -443,7 +476,8 @@ impl<'a> TsGen<'a> {
             .collect();
         TsGen {
             rng,
-            now,
+            now: clock.now,
+            epoch: clock.epoch,
             domain,
             foreign_domains,
             users,
@@ -455,8 +489,20 @@ impl<'a> TsGen<'a> {
         }
     }
 
+    /// A presence time: between `min_secs` and `max_secs` before `now`.
     fn ago(&mut self, min_secs: i64, max_secs: i64) -> DateTime<Utc> {
         self.now - Duration::seconds(self.rng.random_range(min_secs..max_secs))
+    }
+
+    /// A content time: between `min_secs` and `max_secs` before the epoch.
+    fn before_epoch(&mut self, min_secs: i64, max_secs: i64) -> DateTime<Utc> {
+        self.epoch - Duration::seconds(self.rng.random_range(min_secs..max_secs))
+    }
+
+    /// A node key expiry 400 to 700 days after the epoch, so it stays in the
+    /// future for a while without depending on `now`.
+    fn key_expiry(&mut self) -> String {
+        rfc3339(self.epoch + Duration::seconds(self.rng.random_range(400 * DAY..700 * DAY)))
     }
 
     fn unique_host(&mut self, base: String) -> String {
@@ -512,9 +558,10 @@ impl<'a> TsGen<'a> {
         }
     }
 
-    /// Connected, or offline and seen within the last 30 days.
+    /// Connected, or offline and seen within the last 30 days; created at
+    /// least 30 days before the epoch, so before any such `lastSeen`.
     fn recent(&mut self, p_connected: f64) -> Presence {
-        let created = self.ago(30 * DAY, 900 * DAY);
+        let created = self.before_epoch(30 * DAY, 900 * DAY);
         if self.rng.random_bool(p_connected) {
             Presence {
                 connected: true,
@@ -528,13 +575,6 @@ impl<'a> TsGen<'a> {
                 created,
             }
         }
-    }
-
-    fn expires_for(&mut self, p: &Presence) -> String {
-        let anchor = p.last_seen.unwrap_or(self.now);
-        let span = (anchor - p.created).num_seconds().clamp(1, 170 * DAY);
-        let renewed = anchor - Duration::seconds(self.rng.random_range(0..span));
-        rfc3339(renewed + Duration::days(180))
     }
 
     fn connectivity(&mut self, online_ever: bool) -> Value {
@@ -647,7 +687,7 @@ impl<'a> TsGen<'a> {
         p: Presence,
         minors: &[u32],
     ) -> TailscaleDevice {
-        let expires = self.expires_for(&p);
+        let expires = self.key_expiry();
         let mut d = self.base(hostname, os, user, minors);
         d.created = rfc3339(p.created);
         d.connected_to_control = p.connected;
@@ -745,7 +785,7 @@ impl<'a> TsGen<'a> {
         let host = self.unique_host(base);
         let os = if windows { "windows" } else { "linux" };
         let admin = self.admin();
-        let created = self.ago(30 * DAY, 700 * DAY);
+        let created = self.before_epoch(30 * DAY, 700 * DAY);
         let env = *pick(
             &mut self.rng,
             &["tag:prod", "tag:prod", "tag:staging", "tag:dev"],
@@ -819,7 +859,9 @@ impl<'a> TsGen<'a> {
         let host = self.unique_host(base);
         let admin = self.admin();
         let last_seen = self.ago(60, 50 * 60);
-        let created = last_seen - Duration::seconds(self.rng.random_range(120..3 * 3600));
+        // An hour or more before the epoch, so before `lastSeen` (at most 50
+        // minutes before `now`).
+        let created = self.before_epoch(3600 + 120, 3600 + 3 * 3600);
         let mut d = self.base(host, "linux", admin, &[88, 90]);
         d.created = rfc3339(created);
         d.last_seen = Some(last_seen);
@@ -846,10 +888,11 @@ impl<'a> TsGen<'a> {
             ],
         );
         let host = self.unique_host(base.replace("{}", first));
-        let created = self.ago(600, 20 * DAY);
+        let created = self.before_epoch(600, 20 * DAY);
+        let expires = self.key_expiry();
         let mut d = self.base(host, os, login, &[88, 90]);
         d.created = rfc3339(created);
-        d.expires = rfc3339(created + Duration::days(180));
+        d.expires = expires;
         d.authorized = false;
         d.details.client_connectivity = self.connectivity(false);
         d.details.posture_identity = json!({"disabled": true});
@@ -860,7 +903,8 @@ impl<'a> TsGen<'a> {
     fn inactive(&mut self) -> TailscaleDevice {
         let last_seen =
             self.now - Duration::days(91) - Duration::seconds(self.rng.random_range(0..309 * DAY));
-        let created = last_seen - Duration::seconds(self.rng.random_range(10 * DAY..600 * DAY));
+        // Over 400 days before the epoch, so before any such `lastSeen`.
+        let created = self.before_epoch(411 * DAY, 1000 * DAY);
         let minors = [62, 66, 70, 74, 76, 78, 80];
         let mut d = if self.rng.random_bool(0.4) {
             let (os, prefix) = *pick(
@@ -893,12 +937,7 @@ impl<'a> TsGen<'a> {
                 ],
             );
             let host = self.unique_host(base.replace("{}", first));
-            let p = Presence {
-                connected: false,
-                last_seen: Some(last_seen),
-                created,
-            };
-            let expires = self.expires_for(&p);
+            let expires = self.key_expiry();
             let mut d = self.base(host, os, login, &minors);
             d.expires = expires;
             d.details.distro = self.distro(os);
@@ -976,17 +1015,21 @@ fn mdm_date(ts: i64) -> String {
 
 struct MdmGen {
     rng: ChaCha8Rng,
+    /// Unix seconds of [`Clock::now`], for presence.
     now: i64,
+    /// Unix seconds of [`Clock::epoch`], for everything else.
+    epoch: i64,
     ids: HashSet<String>,
 }
 
 impl MdmGen {
-    fn new(seed: u64, now: DateTime<Utc>) -> Self {
+    fn new(seed: u64, clock: Clock) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(2);
         MdmGen {
             rng,
-            now: now.timestamp(),
+            now: clock.now.timestamp(),
+            epoch: clock.epoch.timestamp(),
             ids: HashSet::new(),
         }
     }
@@ -1006,7 +1049,7 @@ impl MdmGen {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let created = self.now - self.rng.random_range(200 * DAY..900 * DAY);
+            let created = self.epoch - self.rng.random_range(200 * DAY..900 * DAY);
             let modified = created + self.rng.random_range(0..150 * DAY);
             TinymdmGroup {
                 id: format!("group-{}", hex(&mut self.rng, 8)),
@@ -1040,19 +1083,21 @@ impl MdmGen {
         apps
     }
 
-    /// An `*_acknowledge_time`-style value: a Unix time, `""` or null.
+    /// An `*_acknowledge_time`-style value: a Unix time between `after` and
+    /// the epoch, `""` or null.
     fn ack(&mut self, after: i64) -> Value {
         match self.rng.random_range(0..10) {
-            0..=1 => json!(self.rng.random_range(after..self.now)),
+            0..=1 => json!(self.rng.random_range(after..self.epoch)),
             2..=7 => json!(""),
             _ => Value::Null,
         }
     }
 
-    /// A `last_*_request_date` value: `YYYY-MM-DD HH:MM:SS`, `""` or null.
+    /// A `last_*_request_date` value: `YYYY-MM-DD HH:MM:SS` between `after`
+    /// and the epoch, `""` or null.
     fn request_date(&mut self, after: i64) -> Value {
         match self.rng.random_range(0..10) {
-            0..=1 => json!(mdm_date(self.rng.random_range(after..self.now))),
+            0..=1 => json!(mdm_date(self.rng.random_range(after..self.epoch))),
             2..=7 => json!(""),
             _ => Value::Null,
         }
@@ -1136,7 +1181,7 @@ impl MdmGen {
             96..=98 => "cold",
             _ => "dead",
         };
-        let enrolled = self.now - self.rng.random_range(20 * DAY..900 * DAY);
+        let enrolled = self.epoch - self.rng.random_range(20 * DAY..900 * DAY);
         let last_sync = match self.rng.random_range(0..100) {
             0..=77 => self.now - self.rng.random_range(60..2 * DAY),
             78..=94 => self.now - self.rng.random_range(2 * DAY..35 * DAY),
@@ -1187,7 +1232,7 @@ impl MdmGen {
             None
         };
         let change_user = match self.rng.random_range(0..10) {
-            0 => json!(self.rng.random_range(enrolled..self.now)),
+            0 => json!(self.rng.random_range(enrolled..self.epoch)),
             1..=6 => json!(""),
             _ => Value::Null,
         };

@@ -1,7 +1,8 @@
-use chrono::Duration;
-use fleetsync_sim::fleet::generate;
+use chrono::{DateTime, Duration, Utc};
+use fleetsync_sim::fleet::{Fleet, generate};
 use fleetsync_sim::model::ZERO_TIME;
-use fleetsync_sim::{FleetSpec, TsKind};
+use fleetsync_sim::{Fields, FleetSpec, TsKind};
+use serde_json::Value;
 use std::collections::HashSet;
 
 fn spec(seed: u64, tailscale: usize, tinymdm: usize) -> FleetSpec {
@@ -177,4 +178,124 @@ fn fleet_churn_changes_the_given_fraction() {
     assert_eq!(fleet.churn(0.1, 77), 30 + 20);
     assert_ne!(fleet, before);
     assert_eq!(fleet.tailscale.len(), before.tailscale.len());
+}
+
+/// Each device's wire JSON without the presence keys, Tailscale then TinyMDM.
+fn content(fleet: &Fleet) -> Vec<Value> {
+    fn without(mut json: Value, presence: &[&str]) -> Value {
+        let object = json.as_object_mut().expect("device is an object");
+        for key in presence {
+            object.remove(*key);
+        }
+        json
+    }
+    let tailscale = fleet.tailscale.iter().map(|d| {
+        without(
+            d.to_json(Fields::All),
+            &["lastSeen", "connectedToControl", "clientConnectivity"],
+        )
+    });
+    let tinymdm = fleet.tinymdm.iter().map(|d| {
+        without(
+            serde_json::to_value(d).expect("device serializes"),
+            &[
+                "last_sync_timestamp",
+                "battery_level",
+                "battery_status",
+                "geolocation_positions",
+            ],
+        )
+    });
+    tailscale.chain(tinymdm).collect()
+}
+
+fn at(now: DateTime<Utc>) -> Fleet {
+    generate(FleetSpec::new(11, 300, 600, now))
+}
+
+#[test]
+fn content_is_stable_across_generation_times() {
+    let now = FleetSpec::default().now;
+    let base = content(&at(now));
+    assert_eq!(base.len(), 900);
+    for later in [now + Duration::minutes(3), now + Duration::days(37)] {
+        let other = content(&at(later));
+        assert_eq!(other.len(), base.len());
+        for (a, b) in base.iter().zip(&other) {
+            assert_eq!(a, b, "content changed between {now} and {later}");
+        }
+    }
+}
+
+#[test]
+fn presence_follows_the_generation_time() {
+    let now = FleetSpec::default().now;
+    let later = now + Duration::days(37);
+    let (a, b) = (at(now), at(later));
+    for (x, y) in a.tailscale.iter().zip(&b.tailscale) {
+        assert_eq!(
+            x.last_seen.map(|t| t + Duration::days(37)),
+            y.last_seen,
+            "{}",
+            x.hostname
+        );
+    }
+    for (x, y) in a.tinymdm.iter().zip(&b.tinymdm) {
+        assert!(y.last_sync_timestamp >= x.last_sync_timestamp, "{}", x.id);
+    }
+}
+
+#[test]
+fn content_timestamps_are_not_after_now_or_last_seen() {
+    let spec = FleetSpec::default();
+    for now in [spec.epoch, spec.now, spec.now + Duration::days(400)] {
+        let fleet = at(now);
+        for d in &fleet.tailscale {
+            if d.created.is_empty() {
+                continue;
+            }
+            let created = DateTime::parse_from_rfc3339(&d.created).expect("created is RFC 3339");
+            assert!(created <= now, "{} created {created}", d.hostname);
+            if let Some(seen) = d.last_seen {
+                assert!(
+                    created <= seen,
+                    "{} created {created} seen {seen}",
+                    d.hostname
+                );
+            }
+            if !d.key_expiry_disabled {
+                let expires = DateTime::parse_from_rfc3339(&d.expires).expect("expires");
+                assert!(expires > spec.epoch + Duration::days(399), "{}", d.hostname);
+            }
+        }
+        for d in &fleet.tinymdm {
+            assert!(d.enrollment_timestamp < d.last_sync_timestamp, "{}", d.id);
+            assert!(d.enrollment_timestamp <= now.timestamp(), "{}", d.id);
+            for ack in [
+                &d.lock_acknowledge_time,
+                &d.last_change_user_request_timestamp,
+            ] {
+                if let Some(t) = ack.as_i64() {
+                    assert!(
+                        d.enrollment_timestamp <= t && t <= now.timestamp(),
+                        "{}",
+                        d.id
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_epoch_after_now_is_clamped_to_now() {
+    let now = FleetSpec::default().epoch - Duration::days(30);
+    let fleet = at(now);
+    for d in fleet.tailscale.iter().filter(|d| !d.created.is_empty()) {
+        let created = DateTime::parse_from_rfc3339(&d.created).expect("created is RFC 3339");
+        assert!(created <= now, "{} created {created}", d.hostname);
+    }
+    for d in &fleet.tinymdm {
+        assert!(d.enrollment_timestamp <= now.timestamp(), "{}", d.id);
+    }
 }
