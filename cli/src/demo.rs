@@ -278,8 +278,7 @@ fn print_summary(s: &DemoSummary, applied: &PlanPruneOutput) {
         m.pages
     );
     println!("2. plan (devices inactive for more than 90 days)");
-    print!("   ");
-    print_plan_summary(&s.plan);
+    print_plan_summary(&s.plan, "   ");
     if s.plan.needs_approval {
         println!("   approved by the demo (in production: a new execution with approve_plan_id)");
     }

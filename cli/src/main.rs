@@ -436,7 +436,7 @@ async fn run(store: Arc<dyn Store>, args: RunArgs) -> Result<ExitCode> {
         let plan = plan_prune::run(&deps, input)
             .await
             .map_err(|e| anyhow::anyhow!("plan-prune: {e} ({})", e.name()))?;
-        output::print_plan_summary(&plan);
+        output::print_plan_summary(&plan, "");
         if plan.dry_run {
             println!("dry run: nothing deleted. Add --apply to delete the candidates.");
         } else if plan.needs_approval {

@@ -418,10 +418,10 @@ pub fn sync_line(
     s
 }
 
-/// The plan part of `run` and `demo`.
-pub fn print_plan_summary(p: &PlanPruneOutput) {
+/// The plan part of `run` and `demo`, each line starting with `indent`.
+pub fn print_plan_summary(p: &PlanPruneOutput, indent: &str) {
     println!(
-        "prune plan {}: {} candidates of {} devices{}",
+        "{indent}prune plan {}: {} candidates of {} devices{}",
         p.plan_id,
         p.candidates,
         p.fleet_size,
@@ -433,9 +433,9 @@ pub fn print_plan_summary(p: &PlanPruneOutput) {
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        println!("  protected: {}", parts.join(", "));
+        println!("{indent}  protected: {}", parts.join(", "));
     }
     if let Some(h) = &p.approval_hint {
-        println!("  needs approval: {h}");
+        println!("{indent}  needs approval: {h}");
     }
 }
