@@ -200,7 +200,7 @@ pub async fn runs(
             runs.extend(store.list_runs(source, &tenant, limit).await?);
         }
     }
-    runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
     if format == Format::Json {
         return print_json(&serde_json::to_value(&runs)?);
     }
@@ -256,7 +256,7 @@ pub async fn plans(
     for t in tailnets(store, tailnet).await? {
         plans.extend(store.list_plans(&t, limit).await?);
     }
-    plans.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    plans.sort_by_key(|p| std::cmp::Reverse(p.created_at));
     if format == Format::Json {
         return print_json(&serde_json::to_value(&plans)?);
     }
