@@ -57,6 +57,8 @@ pub struct DemoSummary {
     pub tinymdm_devices: usize,
     pub first_sync: SyncPair,
     pub plan: PlanPruneOutput,
+    /// Protected devices of the plan (connected ones are only counted), by reason.
+    pub protected_devices: BTreeMap<String, Vec<String>>,
     /// The candidate brought back online between plan and apply, if any.
     pub back_online: Option<String>,
     pub prune: Option<PruneDevicesOutput>,
@@ -184,13 +186,16 @@ pub async fn run(args: DemoArgs, db: &Path) -> Result<()> {
         .map_err(step_error("plan-prune (approve)"))?;
     }
 
+    let entries = store.plan_entries("-", &plan.plan_id).await?;
+    let mut protected_devices: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in entries.iter().filter(|e| !e.is_candidate()) {
+        protected_devices
+            .entry(e.reason.as_str().to_string())
+            .or_default()
+            .push(e.name.clone());
+    }
     // A device that reconnects between plan and apply: the live re-check must spare it.
-    let candidates: Vec<_> = store
-        .plan_entries("-", &plan.plan_id)
-        .await?
-        .into_iter()
-        .filter(|e| e.is_candidate())
-        .collect();
+    let candidates: Vec<_> = entries.into_iter().filter(|e| e.is_candidate()).collect();
     let back_online = candidates.first().map(|e| e.device_id.clone());
     if let Some(id) = &back_online
         && !ts.set_connected(id, true)
@@ -222,6 +227,7 @@ pub async fn run(args: DemoArgs, db: &Path) -> Result<()> {
         tinymdm_devices: fleet.tinymdm.len(),
         first_sync,
         plan: first_plan,
+        protected_devices,
         back_online,
         prune,
         resync,
@@ -279,6 +285,9 @@ fn print_summary(s: &DemoSummary, applied: &PlanPruneOutput) {
     );
     println!("2. plan (devices inactive for more than 90 days)");
     print_plan_summary(&s.plan, "   ");
+    for (reason, names) in &s.protected_devices {
+        println!("     {reason}: {}", names.join(", "));
+    }
     if s.plan.needs_approval {
         println!("   approved by the demo (in production: a new execution with approve_plan_id)");
     }

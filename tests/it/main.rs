@@ -9,6 +9,7 @@ mod clients;
 mod dynamo_store;
 mod handlers;
 mod logs;
+mod prune;
 mod steps;
 mod support;
 mod world;

@@ -68,6 +68,15 @@ fn demo_reports_counts_of_the_generated_fleet_and_reruns_cleanly() {
         plan["protected"]["no_last_seen"].as_u64(),
         Some(kind("never_seen"))
     );
+    let listed = &s["protected_devices"];
+    assert_eq!(
+        listed["shared_in"].as_array().unwrap().len() as u64,
+        kind("shared")
+    );
+    assert_eq!(
+        listed["no_last_seen"].as_array().unwrap().len() as u64,
+        kind("never_seen")
+    );
     let prune = &s["prune"];
     assert_eq!(
         prune["skipped_now_active"], 1,
