@@ -10,6 +10,7 @@ mod dynamo_store;
 mod handlers;
 mod logs;
 mod prune;
+mod secrets;
 mod steps;
 mod support;
 mod world;
