@@ -76,9 +76,10 @@ impl From<ApiError> for StepError {
     fn from(e: ApiError) -> Self {
         let msg = e.to_string();
         match &e {
-            ApiError::Timeout { .. } | ApiError::Connect { .. } | ApiError::Budget { .. } => {
-                StepError::UpstreamUnavailable(msg)
-            }
+            ApiError::Timeout { .. }
+            | ApiError::Connect { .. }
+            | ApiError::Budget { .. }
+            | ApiError::Truncated { .. } => StepError::UpstreamUnavailable(msg),
             ApiError::Status { status, .. } => match *status {
                 401 | 403 => StepError::AuthError(msg),
                 // 501 is Tailscale's answer for a device outside the tailnet: deterministic.
@@ -165,5 +166,92 @@ mod tests {
         ];
         let names: Vec<_> = all.iter().map(StepError::name).collect();
         assert_eq!(names, StepError::NAMES);
+    }
+
+    /// Errors the Lambda service itself raises for an invocation (not the
+    /// function): throttling and transient service faults, worth retrying.
+    const LAMBDA_SERVICE_ERRORS: [&str; 4] = [
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+    ];
+
+    /// `(ErrorEquals entries, is a Retry)` of every retrier and catcher.
+    fn error_matchers(v: &serde_json::Value, in_retry: bool, out: &mut Vec<(Vec<String>, bool)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(names) = map.get("ErrorEquals") {
+                    let names = names
+                        .as_array()
+                        .expect("ErrorEquals is an array")
+                        .iter()
+                        .map(|n| n.as_str().expect("ErrorEquals holds strings").to_string())
+                        .collect();
+                    out.push((names, in_retry));
+                }
+                for (key, child) in map {
+                    let in_retry = match key.as_str() {
+                        "Retry" => true,
+                        "Catch" => false,
+                        _ => in_retry,
+                    };
+                    error_matchers(child, in_retry, out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    error_matchers(item, in_retry, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn state_machine_matches_only_documented_error_names() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/statemachine.asl.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        let asl: serde_json::Value = serde_json::from_str(&text).expect("definition is JSON");
+        let mut matchers = Vec::new();
+        error_matchers(&asl, false, &mut matchers);
+        assert!(
+            matchers.iter().any(|(_, retry)| *retry),
+            "no Retry found in {path}"
+        );
+        let retryable: Vec<&str> = [
+            StepError::InvalidInput(String::new()),
+            StepError::ConfigError(String::new()),
+            StepError::AuthError(String::new()),
+            StepError::UpstreamUnavailable(String::new()),
+            StepError::UpstreamRejected(String::new()),
+            StepError::StoreUnavailable(String::new()),
+            StepError::StaleSnapshot(String::new()),
+            StepError::PartialFailure(String::new()),
+        ]
+        .iter()
+        .filter(|e| e.is_retryable())
+        .map(StepError::name)
+        .collect();
+        for (names, in_retry) in &matchers {
+            for name in names {
+                let known = name.starts_with("States.")
+                    || StepError::NAMES.contains(&name.as_str())
+                    || LAMBDA_SERVICE_ERRORS.contains(&name.as_str());
+                assert!(
+                    known,
+                    "ErrorEquals entry {name:?} is no documented error name"
+                );
+                if *in_retry && StepError::NAMES.contains(&name.as_str()) {
+                    assert!(
+                        retryable.contains(&name.as_str()),
+                        "Retry lists {name:?}, which is not retryable"
+                    );
+                }
+            }
+        }
     }
 }

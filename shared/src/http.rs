@@ -3,7 +3,9 @@
 //! policy with exponential backoff, jitter and `Retry-After`, and `ApiError`.
 
 use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Response, StatusCode};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,6 +34,12 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
     },
+    #[error("{api} {what}: response body cut short: {detail}")]
+    Truncated {
+        api: &'static str,
+        what: String,
+        detail: String,
+    },
     #[error("{api} {what}: unexpected response: {detail}")]
     Decode {
         api: &'static str,
@@ -59,7 +67,9 @@ impl ApiError {
 
     fn is_retryable(&self) -> bool {
         match self {
-            ApiError::Timeout { .. } | ApiError::Connect { .. } => true,
+            ApiError::Timeout { .. } | ApiError::Connect { .. } | ApiError::Truncated { .. } => {
+                true
+            }
             ApiError::Status { status, .. } => {
                 matches!(*status, 429 | 500 | 502 | 503 | 504)
             }
@@ -72,6 +82,54 @@ impl ApiError {
             ApiError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+tokio::task_local! {
+    /// The deadline of the current step invocation (see `with_deadline`).
+    static DEADLINE: Instant;
+}
+
+/// Runs `fut` with a deadline for every API call made inside it: retries stop,
+/// and requests are cut short, so the step ends with `UpstreamUnavailable`
+/// before the deadline instead of being killed at it. Lambda passes its
+/// invocation deadline minus a margin.
+pub async fn with_deadline<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> F::Output {
+    match deadline {
+        Some(d) => DEADLINE.scope(d, fut).await,
+        None => fut.await,
+    }
+}
+
+/// Why a response body could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyError {
+    pub detail: String,
+    /// The body ended early (truncated JSON): worth another try.
+    pub truncated: bool,
+}
+
+impl From<serde_json::Error> for BodyError {
+    fn from(e: serde_json::Error) -> Self {
+        BodyError {
+            truncated: e.is_eof(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<String> for BodyError {
+    fn from(detail: String) -> Self {
+        BodyError {
+            detail,
+            truncated: false,
+        }
+    }
+}
+
+impl From<&str> for BodyError {
+    fn from(detail: &str) -> Self {
+        detail.to_string().into()
     }
 }
 
@@ -162,6 +220,7 @@ pub struct Transport {
     pub settings: HttpSettings,
     deadline: Option<Instant>,
     requests: Arc<AtomicU64>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 impl Transport {
@@ -172,7 +231,19 @@ impl Transport {
             settings,
             deadline: None,
             requests: Arc::new(AtomicU64::new(0)),
+            limiter: None,
         }
+    }
+
+    /// Paces every request (retries included) to at most `per_second`, evenly
+    /// spaced: a burst of one never exceeds the rate in any one-second window.
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(Duration::from_secs(1) / rate.get())
+            .unwrap_or_else(|| Quota::per_second(rate))
+            .allow_burst(NonZeroU32::MIN);
+        self.limiter = Some(Arc::new(RateLimiter::direct(quota)));
+        self
     }
 
     /// Stops retrying (with `ApiError::Budget`) once `deadline` is near.
@@ -186,23 +257,34 @@ impl Transport {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Sends the request `build` makes, retrying retryable failures with
-    /// exponential backoff and jitter, honouring `Retry-After` up to a cap, and
-    /// within the deadline. Returns the response of a 2xx, or the error.
+    fn deadline(&self) -> Option<Instant> {
+        let scoped = DEADLINE.try_with(|d| *d).ok();
+        match (self.deadline, scoped) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sends the request `build` makes and parses the body with `parse`,
+    /// retrying retryable failures (connection errors, timeouts, 429, 5xx, a
+    /// body cut short) with exponential backoff and jitter, honouring
+    /// `Retry-After` up to a cap, and within the deadline.
     ///
-    /// Only idempotent calls go through here (GET, token POST, DELETE mapped to
-    /// "already gone" on 404), so a retry cannot do harm.
-    pub async fn send<F>(&self, what: &str, build: F) -> Result<Response, ApiError>
+    /// Only idempotent calls go through here (GET, the token POST, and DELETE,
+    /// whose repeat answers 404, mapped to "already gone"), so a retry cannot do harm.
+    pub async fn send_parse<T, F, P>(&self, what: &str, build: F, parse: P) -> Result<T, ApiError>
     where
         F: Fn() -> reqwest::RequestBuilder,
+        P: Fn(&[u8]) -> Result<T, BodyError>,
     {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.min_backoff)
             .with_max_delay(self.settings.max_backoff)
             .with_max_times(self.settings.max_retries)
             .with_jitter();
+        let deadline = self.deadline();
         let attempt = || async {
-            if let Some(deadline) = self.deadline
+            if let Some(deadline) = deadline
                 && Instant::now() + Duration::from_millis(200) >= deadline
             {
                 return Err(ApiError::Budget {
@@ -210,9 +292,12 @@ impl Transport {
                     what: what.to_string(),
                 });
             }
+            if let Some(limiter) = &self.limiter {
+                limiter.until_ready().await;
+            }
             self.requests.fetch_add(1, Ordering::Relaxed);
             let mut request = build();
-            if let Some(deadline) = self.deadline {
+            if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 request = request.timeout(left.min(self.settings.request_timeout));
             }
@@ -220,14 +305,24 @@ impl Transport {
                 .send()
                 .await
                 .map_err(|e| self.transport_error(what, &e))?;
-            if response.status().is_success() {
-                Ok(response)
-            } else {
-                Err(self.status_error(what, response).await)
+            if !response.status().is_success() {
+                return Err(self.status_error(what, response).await);
             }
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(what, &e))?;
+            parse(&body).map_err(|e| {
+                let detail = format!("{} (body starts {:?})", e.detail, excerpt(&body));
+                let (api, what) = (self.api, what.to_string());
+                if e.truncated {
+                    ApiError::Truncated { api, what, detail }
+                } else {
+                    ApiError::Decode { api, what, detail }
+                }
+            })
         };
         let max_retry_after = self.settings.max_retry_after;
-        let deadline = self.deadline;
         attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
@@ -287,23 +382,6 @@ impl Transport {
             message: error_message(status, &body),
             retry_after,
         }
-    }
-
-    /// Reads a JSON body, mapping a truncated or non-JSON body to `ApiError::Decode`.
-    pub async fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        response: Response,
-    ) -> Result<T, ApiError> {
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(what, &e))?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
-            api: self.api,
-            what: what.to_string(),
-            detail: format!("{e} (body starts {:?})", excerpt(&bytes)),
-        })
     }
 }
 

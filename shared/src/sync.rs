@@ -9,7 +9,8 @@
 //!   resolution, or connected/disconnected) has its record refreshed but counts
 //!   as `unchanged` and makes no history;
 //! - a stored device missing from a *complete* listing is marked `removed`
-//!   (never deleted); the caller does not call this for incomplete listings;
+//!   (never deleted); the caller does not call this for incomplete listings, and
+//!   a listing with unreadable devices removes nothing (`allow_removals`);
 //! - a record already written by this same run (a retry after a crash) is
 //!   counted as what that run did to it and not written again.
 
@@ -43,6 +44,9 @@ pub struct SyncContext<'a> {
     pub history_expires_at: i64,
     /// Top-level raw keys ignored when listing changed fields.
     pub volatile_keys: &'a [&'a str],
+    /// False when the listing held devices that could not be read: any stored
+    /// device missing from it might be one of them, so nothing is marked removed.
+    pub allow_removals: bool,
 }
 
 /// What to write.
@@ -92,6 +96,9 @@ pub fn diff(ctx: &SyncContext<'_>, prev: Vec<DeviceRecord>, now: Vec<Observed>) 
                 }
             }
         }
+    }
+    if !ctx.allow_removals {
+        return out;
     }
     let mut gone: Vec<DeviceRecord> = prev.into_values().filter(|p| !p.is_removed()).collect();
     gone.sort_by(|a, b| a.device_id.cmp(&b.device_id));
@@ -201,6 +208,7 @@ mod tests {
             last_seen_resolution: Duration::from_secs(3600),
             history_expires_at: at + 86_400,
             volatile_keys: &["lastSeen"],
+            allow_removals: true,
         }
     }
 
@@ -303,6 +311,20 @@ mod tests {
         assert_eq!(back.counts.added, 1);
         assert_eq!(back.records[0].removed_at, None);
         assert_eq!(back.records[0].first_seen_at.timestamp(), 1000);
+    }
+
+    #[test]
+    fn unreadable_devices_block_removals() {
+        let first = diff(
+            &ctx("r1", 1000),
+            vec![],
+            vec![obs("a", "1", None), obs("b", "1", None)],
+        );
+        let mut c = ctx("r2", 2000);
+        c.allow_removals = false;
+        let out = diff(&c, first.records, vec![obs("a", "1", None)]);
+        assert_eq!(out.counts.removed, 0);
+        assert!(out.records.is_empty() && out.history.is_empty());
     }
 
     #[test]

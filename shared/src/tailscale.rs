@@ -2,7 +2,7 @@
 //! fields, keeping the raw JSON), the `TailscaleApi` port, and `HttpTailscaleApi`,
 //! which talks to `/api/v2` with an OAuth client-credentials token.
 
-use crate::http::{ApiError, Transport, join, parse_base_url};
+use crate::http::{ApiError, BodyError, Transport, join, parse_base_url};
 use crate::lenient;
 use crate::secrets::TailscaleCredentials;
 use async_trait::async_trait;
@@ -173,13 +173,13 @@ pub struct DeviceList {
 
 /// Parses a `GET /tailnet/{tailnet}/devices` body (`{"devices": [...]}`). A body
 /// that is not that shape is an error; a bad device inside it is only reported.
-pub fn parse_device_list(body: &[u8]) -> Result<DeviceList, String> {
+pub fn parse_device_list(body: &[u8]) -> Result<DeviceList, BodyError> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow)]
         devices: Option<Vec<&'a RawValue>>,
     }
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let env: Envelope = serde_json::from_slice(body)?;
     let raws = env.devices.ok_or("no \"devices\" array in the response")?;
     let mut out = DeviceList::default();
     let mut seen = std::collections::HashSet::with_capacity(raws.len());
@@ -273,13 +273,14 @@ impl HttpTailscaleApi {
             ("client_secret", self.credentials.client_secret.expose()),
             ("grant_type", "client_credentials"),
         ];
-        let response = self
+        let body: TokenResponse = self
             .transport
-            .send("oauth token", || {
-                self.transport.client.post(url.clone()).form(&form)
-            })
+            .send_parse(
+                "oauth token",
+                || self.transport.client.post(url.clone()).form(&form),
+                |b| Ok(serde_json::from_slice(b)?),
+            )
             .await?;
-        let body: TokenResponse = self.transport.json("oauth token", response).await?;
         if body.access_token.is_empty() {
             return Err(ApiError::Decode {
                 api: "tailscale",
@@ -303,15 +304,17 @@ impl HttpTailscaleApi {
         *self.token.lock().await = None;
     }
 
-    /// Sends an authenticated request; on 401 fetches a new token once and retries.
-    async fn send_authed<F>(&self, what: &str, build: F) -> Result<reqwest::Response, ApiError>
+    /// Sends an authenticated request and parses its body; on 401 fetches a new
+    /// token once and tries again.
+    async fn send_authed<T, F, P>(&self, what: &str, build: F, parse: P) -> Result<T, ApiError>
     where
         F: Fn() -> reqwest::RequestBuilder,
+        P: Fn(&[u8]) -> Result<T, BodyError>,
     {
         let token = self.token().await?;
         match self
             .transport
-            .send(what, || build().bearer_auth(token.expose()))
+            .send_parse(what, || build().bearer_auth(token.expose()), &parse)
             .await
         {
             Err(e) if e.status() == Some(401) => {
@@ -323,7 +326,7 @@ impl HttpTailscaleApi {
                 self.forget_token().await;
                 let token = self.token().await?;
                 self.transport
-                    .send(what, || build().bearer_auth(token.expose()))
+                    .send_parse(what, || build().bearer_auth(token.expose()), &parse)
                     .await
             }
             other => other,
@@ -340,69 +343,59 @@ impl TailscaleApi for HttpTailscaleApi {
     async fn list_devices(&self) -> Result<DeviceList, ApiError> {
         let what = "list devices";
         let url = self.url(&format!("tailnet/{}/devices", self.credentials.tailnet));
-        let response = self
-            .send_authed(what, || {
+        self.send_authed(
+            what,
+            || {
                 self.transport
                     .client
                     .get(url.clone())
                     .query(&[("fields", "all")])
-            })
-            .await?;
-        let body = response.bytes().await.map_err(|e| ApiError::Connect {
-            api: "tailscale",
-            what: what.into(),
-            detail: format!("reading body: {e}"),
-        })?;
-        parse_device_list(&body).map_err(|detail| ApiError::Decode {
-            api: "tailscale",
-            what: what.into(),
-            detail,
-        })
+            },
+            parse_device_list,
+        )
+        .await
     }
 
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>, ApiError> {
         let what = format!("get device {device_id}");
         let url = self.url(&format!("device/{device_id}"));
-        let response = match self
-            .send_authed(&what, || {
-                self.transport
-                    .client
-                    .get(url.clone())
-                    .query(&[("fields", "all")])
-            })
-            .await
-        {
-            Err(e) if e.status() == Some(404) => return Ok(None),
-            other => other?,
+        let parse = |b: &[u8]| {
+            let raw: Box<RawValue> = serde_json::from_slice(b)?;
+            Device::from_raw(&raw).map_err(|e| BodyError::from(e.to_string()))
         };
-        let body = response.bytes().await.map_err(|e| ApiError::Connect {
-            api: "tailscale",
-            what: what.clone(),
-            detail: format!("reading body: {e}"),
-        })?;
-        let raw: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
-            api: "tailscale",
-            what: what.clone(),
-            detail: e.to_string(),
-        })?;
-        Device::from_raw(&raw)
-            .map(Some)
-            .map_err(|e| ApiError::Decode {
-                api: "tailscale",
-                what,
-                detail: e.to_string(),
-            })
+        let found = self
+            .send_authed(
+                &what,
+                || {
+                    self.transport
+                        .client
+                        .get(url.clone())
+                        .query(&[("fields", "all")])
+                },
+                parse,
+            )
+            .await;
+        match found {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn delete_device(&self, device_id: &str) -> Result<Deleted, ApiError> {
         let what = format!("delete device {device_id}");
         let url = self.url(&format!("device/{device_id}"));
         // DELETE is safe to retry: a repeat answers 404, mapped to AlreadyGone.
+        // The success body is empty by contract; whatever it holds is ignored.
         match self
-            .send_authed(&what, || self.transport.client.delete(url.clone()))
+            .send_authed(
+                &what,
+                || self.transport.client.delete(url.clone()),
+                |_| Ok(()),
+            )
             .await
         {
-            Ok(_) => Ok(Deleted::Deleted),
+            Ok(()) => Ok(Deleted::Deleted),
             Err(e) if e.status() == Some(404) => Ok(Deleted::AlreadyGone),
             Err(e) => Err(e),
         }

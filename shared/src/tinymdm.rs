@@ -3,18 +3,15 @@
 //! page), reads per-device apps on request, and keeps to a client-side rate
 //! limit (default 5 requests/second) shared by all its calls.
 
-use crate::http::{ApiError, Transport, join, parse_base_url};
+use crate::http::{ApiError, BodyError, Transport, join, parse_base_url};
 use crate::lenient;
 use crate::secrets::TinymdmCredentials;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
-use std::num::NonZeroU32;
-use std::time::Duration;
 use url::Url;
 
 /// Keys left out of a device's fingerprint: they move with every check-in and
@@ -217,8 +214,8 @@ struct ParsedPage {
     next: Option<String>,
 }
 
-fn parse_page(body: &[u8]) -> Result<ParsedPage, String> {
-    let page: Page = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+fn parse_page(body: &[u8]) -> Result<ParsedPage, BodyError> {
+    let page: Page = serde_json::from_slice(body)?;
     let results = page.results.ok_or("no \"results\" array in the response")?;
     Ok(ParsedPage {
         devices: results.into_iter().map(Device::from_raw).collect(),
@@ -231,8 +228,8 @@ fn parse_page(body: &[u8]) -> Result<ParsedPage, String> {
 }
 
 /// Parses the apps envelope (`{"results": [...]}`); unusable entries are skipped.
-fn parse_apps(body: &[u8]) -> Result<(Vec<App>, Option<String>), String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+fn parse_apps(body: &[u8]) -> Result<(Vec<App>, Option<String>), BodyError> {
+    let v: Value = serde_json::from_slice(body)?;
     let results = v
         .get("results")
         .and_then(Value::as_array)
@@ -279,7 +276,6 @@ pub struct HttpTinymdmApi {
     base: Url,
     credentials: TinymdmCredentials,
     page_size: u32,
-    limiter: DefaultDirectRateLimiter,
 }
 
 impl HttpTinymdmApi {
@@ -291,17 +287,11 @@ impl HttpTinymdmApi {
         page_size: u32,
         requests_per_second: u32,
     ) -> Result<Self, ApiError> {
-        let rate = NonZeroU32::new(requests_per_second.max(1)).expect("max(1) is non-zero");
-        // Burst of one: an even spacing never exceeds the rate in any one-second window.
-        let quota = Quota::with_period(Duration::from_secs(1) / rate.get())
-            .expect("non-zero period")
-            .allow_burst(NonZeroU32::MIN);
         Ok(HttpTinymdmApi {
             base: parse_base_url("TINYMDM_API_BASE_URL", base_url)?,
-            transport,
+            transport: transport.with_rate_limit(requests_per_second),
             credentials,
             page_size: page_size.clamp(1, 1000),
-            limiter: RateLimiter::direct(quota),
         })
     }
 
@@ -332,33 +322,30 @@ impl HttpTinymdmApi {
         Ok(url)
     }
 
-    async fn get(&self, what: &str, url: &Url) -> Result<bytes::Bytes, ApiError> {
+    /// A GET with the key headers, parsed by `parse`; paced by the rate limit
+    /// (retries included, see `Transport::with_rate_limit`).
+    async fn get<T>(
+        &self,
+        what: &str,
+        url: &Url,
+        parse: impl Fn(&[u8]) -> Result<T, BodyError>,
+    ) -> Result<T, ApiError> {
         let c = &self.credentials;
-        let response = self
-            .transport
-            .send(what, || {
-                // The limiter sits inside the retry loop so retries count too.
-                self.transport
-                    .client
-                    .get(url.clone())
-                    .header("X-Tinymdm-Manager-Apikey-Public", c.apikey_public.expose())
-                    .header("X-Tinymdm-Manager-Apikey-Secret", c.apikey_secret.expose())
-                    .header("X-Account-Id", &c.account_id)
-                    .header("Content-Type", "application/json")
-            })
-            .await;
-        let response = response?;
-        let bytes = response.bytes().await.map_err(|e| ApiError::Connect {
-            api: "tinymdm",
-            what: what.into(),
-            detail: format!("reading body: {e}"),
-        })?;
-        Ok(bytes)
-    }
-
-    async fn limited_get(&self, what: &str, url: &Url) -> Result<bytes::Bytes, ApiError> {
-        self.limiter.until_ready().await;
-        self.get(what, url).await
+        self.transport
+            .send_parse(
+                what,
+                || {
+                    self.transport
+                        .client
+                        .get(url.clone())
+                        .header("X-Tinymdm-Manager-Apikey-Public", c.apikey_public.expose())
+                        .header("X-Tinymdm-Manager-Apikey-Secret", c.apikey_secret.expose())
+                        .header("X-Account-Id", &c.account_id)
+                        .header("Content-Type", "application/json")
+                },
+                parse,
+            )
+            .await
     }
 }
 
@@ -381,12 +368,7 @@ impl TinymdmApi for HttpTinymdmApi {
             .append_pair("page", "1");
         loop {
             let what = format!("list devices page {page_no}");
-            let body = self.limited_get(&what, &url).await?;
-            let page = parse_page(&body).map_err(|detail| ApiError::Decode {
-                api: "tinymdm",
-                what: what.clone(),
-                detail,
-            })?;
+            let page = self.get(&what, &url, parse_page).await?;
             out.pages += 1;
             if page.count.is_some() {
                 out.announced = page.count;
@@ -438,12 +420,7 @@ impl TinymdmApi for HttpTinymdmApi {
         let mut url = self.url(&format!("devices/{device_id}/apps"));
         let mut apps = Vec::new();
         for _ in 0..MAX_PAGES {
-            let body = self.limited_get(&what, &url).await?;
-            let (mut page, next) = parse_apps(&body).map_err(|detail| ApiError::Decode {
-                api: "tinymdm",
-                what: what.clone(),
-                detail,
-            })?;
+            let (mut page, next) = self.get(&what, &url, parse_apps).await?;
             let empty = page.is_empty();
             apps.append(&mut page);
             match next {

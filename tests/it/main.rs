@@ -7,6 +7,7 @@
 
 mod clients;
 mod dynamo_store;
+mod faults;
 mod handlers;
 mod logs;
 mod prune;

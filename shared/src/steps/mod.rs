@@ -134,7 +134,11 @@ impl RunFrame<'_> {
             last_seen_resolution: deps.settings.last_seen_resolution(),
             history_expires_at: expiry(self.synced_at, deps.settings.history_retention_days),
             volatile_keys,
+            allow_removals: invalid_reasons.is_empty(),
         };
+        if !ctx.allow_removals {
+            tracing::warn!(source = %self.source, invalid = invalid_reasons.len(), "unreadable devices in the listing: no device is marked removed this run");
+        }
         let changes = sync::diff(&ctx, prev, observed);
         let mut counts = changes.counts;
         counts.invalid = invalid_reasons.len() as u64;

@@ -64,6 +64,9 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
         )));
     }
     let (run_id, synced_at) = RunFrame::ids(input.run_id.as_deref())?;
+    // The client counts for the whole process; this run's share is the difference.
+    let requests_before = api.requests();
+    let requests = || api.requests() - requests_before;
     tracing::Span::current().record("run_id", run_id.as_str());
     let frame = RunFrame {
         source: Source::Tailscale,
@@ -74,7 +77,7 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
     deps.progress.listing("tailscale", 0, None);
     let list = match api.list_devices().await {
         Ok(list) => list,
-        Err(e) => return Err(frame.fail(deps, e.into(), api.requests()).await),
+        Err(e) => return Err(frame.fail(deps, e.into(), requests()).await),
     };
     deps.progress.listing(
         "tailscale",
@@ -93,7 +96,7 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
             observed,
             invalid,
             1,
-            api.requests(),
+            requests(),
             tailscale::VOLATILE_KEYS,
         )
         .await?;

@@ -77,6 +77,9 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
     let api = deps.tinymdm()?;
     let tenant = api.account_id().to_string();
     let (run_id, synced_at) = RunFrame::ids(input.run_id.as_deref())?;
+    // The client counts for the whole process; this run's share is the difference.
+    let requests_before = api.requests();
+    let requests = || api.requests() - requests_before;
     tracing::Span::current().record("run_id", run_id.as_str());
     let frame = RunFrame {
         source: Source::Tinymdm,
@@ -88,7 +91,7 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
     let on_page = move |done: u64, total: Option<u64>| progress.listing("tinymdm", done, total);
     let list = match api.list_devices(&on_page).await {
         Ok(list) => list,
-        Err(e) => return Err(frame.fail(deps, e.into(), api.requests()).await),
+        Err(e) => return Err(frame.fail(deps, e.into(), requests()).await),
     };
     deps.progress.finish();
     if !list.is_complete() {
@@ -103,7 +106,7 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
                 ""
             },
         ));
-        return Err(frame.fail(deps, err, api.requests()).await);
+        return Err(frame.fail(deps, err, requests()).await);
     }
     if list.duplicates > 0 {
         tracing::warn!(
@@ -115,7 +118,7 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
     let apps = if input.include_apps {
         match fetch_apps(deps, &list.devices).await {
             Ok(apps) => Some(apps),
-            Err(e) => return Err(frame.fail(deps, e, api.requests()).await),
+            Err(e) => return Err(frame.fail(deps, e, requests()).await),
         }
     } else {
         None
@@ -147,7 +150,7 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
             observed,
             invalid,
             list.pages,
-            api.requests(),
+            requests(),
             tinymdm::VOLATILE_KEYS,
         )
         .await?;

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 /// expression evaluating to a future that yields a fresh, empty store; it is
 /// evaluated once per test.
 ///
-/// ```ignore
+/// ```text
 /// fleetsync::store_contract_tests!(async { SqliteStore::in_memory().unwrap() });
 /// ```
 #[macro_export]

@@ -499,10 +499,10 @@ impl Store for DynamoStore {
     }
 
     async fn commit_sync(&self, commit: &SyncCommit) -> Result<u64, StoreError> {
-        let mut items = Vec::with_capacity(commit.records.len() + commit.history.len());
+        let mut records = Vec::with_capacity(commit.records.len());
         for r in &commit.records {
             check_tenant(&r.tenant)?;
-            items.push(encode(
+            records.push(encode(
                 "device",
                 r,
                 dev_pk(r.source, &r.tenant),
@@ -510,9 +510,10 @@ impl Store for DynamoStore {
                 None,
             )?);
         }
+        let mut history = Vec::with_capacity(commit.history.len());
         for h in &commit.history {
             check_tenant(&h.tenant)?;
-            items.push(encode(
+            history.push(encode(
                 "history entry",
                 h,
                 hist_pk(h.source, &h.tenant, &h.device_id),
@@ -525,9 +526,12 @@ impl Store for DynamoStore {
             .as_ref()
             .map(|run| self.run_items(run))
             .transpose()?;
-        let mut writes = self.write_items(items).await?;
-        // Last, and only once everything above is stored: a run record vouches for
-        // a complete snapshot.
+        // History first, then records, then the run record: a record written by a
+        // run implies its history is stored, which is what lets a retry of the
+        // same run skip records it already wrote (see `sync::diff`); a run record
+        // vouches for a complete snapshot.
+        let mut writes = self.write_items(history).await?;
+        writes += self.write_items(records).await?;
         if let Some(batch) = final_batch {
             writes += self.write_items(batch).await?;
         }

@@ -64,8 +64,10 @@ pub trait Store: Send + Sync {
         tenant: &str,
     ) -> Result<Vec<DeviceRecord>, StoreError>;
 
-    /// Writes changed records and their history, then the run record last, so a
-    /// succeeded run record implies everything before it is stored. Idempotent:
+    /// Writes the history entries, then the changed records, then the run record
+    /// last (or all at once, atomically): a stored record of a run implies its
+    /// history is stored, and a succeeded run record implies everything before
+    /// it is. Idempotent:
     /// writing the same commit twice leaves the same state as writing it once.
     /// Returns the number of write requests issued.
     async fn commit_sync(&self, commit: &SyncCommit) -> Result<u64, StoreError>;
