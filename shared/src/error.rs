@@ -34,11 +34,14 @@ pub enum StepError {
     /// Some devices failed; the rest of the work is kept.
     #[error("{0}")]
     PartialFailure(String),
+    /// A bug: the step panicked. Reported instead of a hung or crashed invocation.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl StepError {
     /// Every name `name()` can return, for checking the state machine definition.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "InvalidInput",
         "ConfigError",
         "AuthError",
@@ -47,6 +50,7 @@ impl StepError {
         "StoreUnavailable",
         "StaleSnapshot",
         "PartialFailure",
+        "Internal",
     ];
 
     /// The stable error name (the Step Functions error type).
@@ -60,6 +64,7 @@ impl StepError {
             StepError::StoreUnavailable(_) => "StoreUnavailable",
             StepError::StaleSnapshot(_) => "StaleSnapshot",
             StepError::PartialFailure(_) => "PartialFailure",
+            StepError::Internal(_) => "Internal",
         }
     }
 
@@ -163,6 +168,7 @@ mod tests {
             StepError::StoreUnavailable(String::new()),
             StepError::StaleSnapshot(String::new()),
             StepError::PartialFailure(String::new()),
+            StepError::Internal(String::new()),
         ];
         let names: Vec<_> = all.iter().map(StepError::name).collect();
         assert_eq!(names, StepError::NAMES);
