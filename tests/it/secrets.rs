@@ -172,3 +172,32 @@ async fn missing_or_malformed_secrets_are_config_errors_without_values() {
     assert_eq!(e.name(), "ConfigError");
     assert!(e.to_string().contains(&not_json), "{e}");
 }
+
+#[tokio::test]
+async fn unreachable_secrets_manager_is_a_config_error_after_retries() {
+    // A loopback port with nothing listening: the SDK retries, then gives up.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .load()
+        .await;
+    let source = SecretsManagerSource::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        None,
+        None,
+        Some("fleetsync/mdm".into()),
+    );
+    let e = source.tinymdm().await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "secret fleetsync/mdm could not be read: could not reach Secrets Manager"
+    );
+    assert_eq!(fleetsync::StepError::from(e).name(), "ConfigError");
+}
