@@ -348,3 +348,67 @@ async fn two_concurrent_prunes_cannot_both_act() {
     assert_eq!(a.deleted, p.candidates);
     assert_eq!(deletes(&w) as u64, p.candidates);
 }
+
+#[tokio::test]
+async fn old_snapshots_and_old_plans_are_refused() {
+    let w = world(30).await;
+    let deps = w.deps().await;
+    sync_tailscale::run(&deps, Default::default())
+        .await
+        .unwrap();
+    let later = Utc::now() + Duration::minutes(121);
+    let e = plan_prune::run(
+        &deps.clone().with_clock(move || later),
+        PlanPruneInput::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.name(), "StaleSnapshot", "{e}");
+    assert!(e.to_string().contains("sync first"), "{e}");
+
+    let p = plan(
+        &deps,
+        PlanPruneInput {
+            max_deletions: Some(0),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(p.needs_approval);
+    let next_day = Utc::now() + Duration::hours(25);
+    let e = plan_prune::run(
+        &deps.clone().with_clock(move || next_day),
+        PlanPruneInput {
+            approve_plan_id: Some(p.plan_id.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.name(), "StaleSnapshot", "{e}");
+    assert_eq!(deletes(&w), 0);
+}
+
+#[tokio::test]
+async fn rate_limited_deletes_wait_and_succeed() {
+    let w = world(40).await;
+    let deps = w.deps().await;
+    sync_tailscale::run(&deps, Default::default())
+        .await
+        .unwrap();
+    let p = plan(&deps, Default::default()).await;
+    w.ts.inject(Route::DeleteDevice, Fault::status_retry_after(429, "1"), 2);
+    let out = prune(&deps, &p.plan_id).await.unwrap();
+    assert_eq!(out.deleted, p.candidates);
+    let statuses: Vec<u16> =
+        w.ts.requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.status)
+            .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count() as u64,
+        p.candidates
+    );
+}

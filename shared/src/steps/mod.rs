@@ -146,8 +146,11 @@ impl RunFrame<'_> {
         run.pages = pages;
         run.http_requests = http_requests;
         run.invalid_reasons = invalid_reasons;
+        // The run record is written inside the commit, so it carries the
+        // DynamoDB request count the commit will take without retries: history
+        // and records in batches of 25, then one batch for the run.
         run.store_writes =
-            ((changes.records.len() + changes.history.len()).div_ceil(25) + 1) as u64;
+            (changes.history.len().div_ceil(25) + changes.records.len().div_ceil(25) + 1) as u64;
         let commit = SyncCommit {
             records: changes.records,
             history: changes.history,
