@@ -25,8 +25,8 @@ pub const DEFAULT_TINYMDM_API_BASE_URL: &str = "https://www.tinymdm.net";
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Tailnet whose snapshot plan-prune reads when its input names none
-    /// (`TAILSCALE_TAILNET`, default `-`: the token's own tailnet).
-    pub tailnet: String,
+    /// (`TAILSCALE_TAILNET`). Unset: the only tailnet in the store.
+    pub tailnet: Option<String>,
     pub tailscale_api_base_url: String,
     pub tinymdm_api_base_url: String,
     /// History entries expire after this many days (`HISTORY_RETENTION_DAYS`).
@@ -58,7 +58,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            tailnet: "-".to_string(),
+            tailnet: None,
             tailscale_api_base_url: DEFAULT_TAILSCALE_API_BASE_URL.to_string(),
             tinymdm_api_base_url: DEFAULT_TINYMDM_API_BASE_URL.to_string(),
             history_retention_days: 365,
@@ -88,7 +88,7 @@ impl Settings {
         let d = Settings::default();
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         Ok(Settings {
-            tailnet: get("TAILSCALE_TAILNET").unwrap_or(d.tailnet),
+            tailnet: get("TAILSCALE_TAILNET").or(d.tailnet),
             tailscale_api_base_url: get("TAILSCALE_API_BASE_URL")
                 .unwrap_or(d.tailscale_api_base_url),
             tinymdm_api_base_url: get("TINYMDM_API_BASE_URL").unwrap_or(d.tinymdm_api_base_url),
@@ -216,7 +216,7 @@ mod tests {
     fn defaults_apply_when_unset() {
         let s = Settings::from_lookup(lookup(&[])).unwrap();
         assert_eq!(s.history_retention_days, 365);
-        assert_eq!(s.tailnet, "-");
+        assert_eq!(s.tailnet, None);
         assert_eq!(s.http.max_retries, 4);
         assert_eq!(s.stale_minutes, 90 * 24 * 60);
     }

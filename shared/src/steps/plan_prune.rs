@@ -19,7 +19,7 @@ pub struct PlanPruneInput {
     /// Plan from this sync run (it must have succeeded); default the latest succeeded run.
     #[serde(default)]
     pub run_id: Option<String>,
-    /// Default `TAILSCALE_TAILNET` (`-`).
+    /// Default `TAILSCALE_TAILNET`, else the only tailnet in the store.
     #[serde(default)]
     pub tailnet: Option<String>,
     /// Threshold in days; or `stale_minutes`; default `TAILSCALE_DEVICE_STALE_MINUTES`.
@@ -152,10 +152,7 @@ pub async fn run(deps: &Deps, input: PlanPruneInput) -> Result<PlanPruneOutput, 
     non_empty("tailnet", &input.tailnet)?;
     non_empty("run_id", &input.run_id)?;
     non_empty("approve_plan_id", &input.approve_plan_id)?;
-    let tenant = input
-        .tailnet
-        .clone()
-        .unwrap_or_else(|| deps.settings.tailnet.clone());
+    let tenant = tailnet(deps, &input).await?;
     let plan_settings = settings(deps, &input)?;
     if let Some(plan_id) = &input.approve_plan_id {
         if input.dry_run == Some(true) {
@@ -311,6 +308,29 @@ pub async fn run(deps: &Deps, input: PlanPruneInput) -> Result<PlanPruneOutput, 
         dry_run,
         status,
     })
+}
+
+/// The tailnet to plan for: the input's, else `TAILSCALE_TAILNET`, else the
+/// only tailnet the store has synced (plan-prune holds no credentials to ask).
+async fn tailnet(deps: &Deps, input: &PlanPruneInput) -> Result<String, StepError> {
+    if let Some(t) = input
+        .tailnet
+        .clone()
+        .or_else(|| deps.settings.tailnet.clone())
+    {
+        return Ok(t);
+    }
+    let mut known = deps.store.tenants(Source::Tailscale).await?;
+    match known.len() {
+        1 => Ok(known.remove(0)),
+        0 => Err(StepError::StaleSnapshot(
+            "no completed tailscale sync in the store: run sync-tailscale first".into(),
+        )),
+        _ => Err(StepError::InvalidInput(format!(
+            "invalid input field tailnet: the store holds several tailnets ({}); name one",
+            known.join(", ")
+        ))),
+    }
 }
 
 fn hint(reason: &str, plan_id: &str, dry_run: bool) -> String {
