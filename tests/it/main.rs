@@ -8,6 +8,7 @@
 mod clients;
 mod dynamo_store;
 mod faults;
+mod flow;
 mod handlers;
 mod logs;
 mod prune;
