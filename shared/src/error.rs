@@ -237,6 +237,7 @@ mod tests {
             StepError::StoreUnavailable(String::new()),
             StepError::StaleSnapshot(String::new()),
             StepError::PartialFailure(String::new()),
+            StepError::Internal(String::new()),
         ]
         .iter()
         .filter(|e| e.is_retryable())
