@@ -10,6 +10,7 @@ use crate::tailscale::{HttpTailscaleApi, TailscaleApi};
 use crate::tinymdm::{HttpTinymdmApi, TinymdmApi};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 /// The four steps, for choosing what each one is allowed to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,19 +110,32 @@ impl LambdaConfig {
 }
 
 type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+type Slot<T> = Arc<OnceCell<Arc<T>>>;
 
 /// Ports and settings for the steps.
+///
+/// API clients are built from credentials when `Deps` is made. A client that
+/// could not be built (a secret not filled in yet, Secrets Manager briefly
+/// unreachable) is built again on its next use when a secret source is kept
+/// (Lambda), so a warm container recovers without being replaced.
 #[derive(Clone)]
 pub struct Deps {
     pub store: Arc<dyn Store>,
-    tailscale: Option<Arc<dyn TailscaleApi>>,
-    tailscale_prune: Option<Arc<dyn TailscaleApi>>,
-    tinymdm: Option<Arc<dyn TinymdmApi>>,
+    tailscale: Slot<dyn TailscaleApi>,
+    tailscale_prune: Slot<dyn TailscaleApi>,
+    tinymdm: Slot<dyn TinymdmApi>,
+    /// Where to get credentials for a client that is still missing.
+    secrets: Option<Arc<dyn SecretSource>>,
+    needs: Needs,
     /// Why a client is missing, reported by the step that needs it.
-    init_error: Option<String>,
+    init_error: Arc<std::sync::Mutex<Option<String>>>,
     pub settings: Settings,
     pub progress: Arc<dyn Progress>,
     clock: Clock,
+}
+
+fn filled<T: ?Sized>(value: Arc<T>) -> Slot<T> {
+    Arc::new(OnceCell::new_with(Some(value)))
 }
 
 impl Deps {
@@ -129,10 +143,12 @@ impl Deps {
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
         Deps {
             store,
-            tailscale: None,
-            tailscale_prune: None,
-            tinymdm: None,
-            init_error: None,
+            tailscale: Arc::default(),
+            tailscale_prune: Arc::default(),
+            tinymdm: Arc::default(),
+            secrets: None,
+            needs: Needs::default(),
+            init_error: Arc::default(),
             settings,
             progress: Arc::new(NoProgress),
             clock: Arc::new(Utc::now),
@@ -140,17 +156,17 @@ impl Deps {
     }
 
     pub fn with_tailscale(mut self, api: Arc<dyn TailscaleApi>) -> Self {
-        self.tailscale = Some(api);
+        self.tailscale = filled(api);
         self
     }
 
     pub fn with_tailscale_prune(mut self, api: Arc<dyn TailscaleApi>) -> Self {
-        self.tailscale_prune = Some(api);
+        self.tailscale_prune = filled(api);
         self
     }
 
     pub fn with_tinymdm(mut self, api: Arc<dyn TinymdmApi>) -> Self {
-        self.tinymdm = Some(api);
+        self.tinymdm = filled(api);
         self
     }
 
@@ -169,9 +185,9 @@ impl Deps {
         (self.clock)()
     }
 
-    /// Builds the HTTP clients `needs` asks for from `secrets`. A client that
-    /// cannot be built is left out and its error kept: the step that needs it
-    /// fails with `ConfigError`, the others still run.
+    /// Builds the HTTP clients `needs` asks for from `secrets`, once. A client
+    /// that cannot be built is left out and its error kept: the step that needs
+    /// it fails with `ConfigError`, the others still run.
     pub async fn connect(
         store: Arc<dyn Store>,
         settings: Settings,
@@ -179,104 +195,131 @@ impl Deps {
         needs: Needs,
     ) -> Self {
         let mut deps = Deps::new(store, settings);
+        deps.needs = needs;
+        deps.build_missing(secrets).await;
+        deps
+    }
+
+    /// Deps of a Lambda function: DynamoDB and Secrets Manager clients from
+    /// `aws`, and only the API clients (and secrets) its step needs, built at
+    /// cold start and, if that failed, again on the next invocation.
+    pub async fn for_lambda(aws: &aws_config::SdkConfig, config: &LambdaConfig) -> Self {
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), &config.table_name);
+        let secrets: Arc<dyn SecretSource> = Arc::new(SecretsManagerSource::new(
+            aws_sdk_secretsmanager::Client::new(aws),
+            config.tailscale_secret_arn.clone(),
+            config.tailscale_prune_secret_arn.clone(),
+            config.tinymdm_secret_arn.clone(),
+        ));
+        let mut deps = Deps::new(Arc::new(store), config.settings.clone());
+        deps.needs = config.step.needs();
+        deps.build_missing(secrets.as_ref()).await;
+        deps.secrets = Some(secrets);
+        deps
+    }
+
+    /// Builds every needed client that is not built yet; records the errors.
+    async fn build_missing(&self, secrets: &dyn SecretSource) {
         let mut errors = Vec::new();
-        let http = deps.settings.http.clone();
+        let http = self.settings.http.clone();
         let client = match build_client(&http) {
             Ok(c) => c,
             Err(e) => {
-                deps.init_error = Some(e.to_string());
-                return deps;
+                *self.init_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                return;
             }
         };
         let transport = |api| Transport::new(api, client.clone(), http.clone());
-        for (need, kind) in [
-            (needs.tailscale, SecretKind::TailscaleRead),
-            (needs.tailscale_prune, SecretKind::TailscalePrune),
+        for (need, kind, slot) in [
+            (
+                self.needs.tailscale,
+                SecretKind::TailscaleRead,
+                &self.tailscale,
+            ),
+            (
+                self.needs.tailscale_prune,
+                SecretKind::TailscalePrune,
+                &self.tailscale_prune,
+            ),
         ] {
-            if !need {
+            if !need || slot.initialized() {
                 continue;
             }
             let api = match secrets.tailscale(kind).await {
                 Ok(creds) => HttpTailscaleApi::new(
                     transport("tailscale"),
-                    &deps.settings.tailscale_api_base_url,
+                    &self.settings.tailscale_api_base_url,
                     creds,
-                )
-                .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match (api, kind) {
-                (Ok(api), SecretKind::TailscaleRead) => deps.tailscale = Some(Arc::new(api)),
-                (Ok(api), _) => deps.tailscale_prune = Some(Arc::new(api)),
-                (Err(e), _) => errors.push(e),
-            }
-        }
-        if needs.tinymdm {
-            let api = match secrets.tinymdm().await {
-                Ok(creds) => HttpTinymdmApi::new(
-                    transport("tinymdm"),
-                    &deps.settings.tinymdm_api_base_url,
-                    creds,
-                    deps.settings.tinymdm_page_size,
-                    deps.settings.tinymdm_rate_limit_per_second,
                 )
                 .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match api {
-                Ok(api) => deps.tinymdm = Some(Arc::new(api)),
+                Ok(api) => {
+                    let _ = slot.set(Arc::new(api));
+                }
                 Err(e) => errors.push(e),
             }
         }
-        if !errors.is_empty() {
-            deps.init_error = Some(errors.join("; "));
+        if self.needs.tinymdm && !self.tinymdm.initialized() {
+            let api = match secrets.tinymdm().await {
+                Ok(creds) => HttpTinymdmApi::new(
+                    transport("tinymdm"),
+                    &self.settings.tinymdm_api_base_url,
+                    creds,
+                    self.settings.tinymdm_page_size,
+                    self.settings.tinymdm_rate_limit_per_second,
+                )
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match api {
+                Ok(api) => {
+                    let _ = self.tinymdm.set(Arc::new(api));
+                }
+                Err(e) => errors.push(e),
+            }
         }
-        deps
+        *self.init_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            (!errors.is_empty()).then(|| errors.join("; "));
     }
 
-    /// Deps of a Lambda function: DynamoDB and Secrets Manager clients from
-    /// `aws`, and only the API clients (and secrets) its step needs.
-    pub async fn for_lambda(aws: &aws_config::SdkConfig, config: &LambdaConfig) -> Self {
-        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), &config.table_name);
-        let secrets = SecretsManagerSource::new(
-            aws_sdk_secretsmanager::Client::new(aws),
-            config.tailscale_secret_arn.clone(),
-            config.tailscale_prune_secret_arn.clone(),
-            config.tinymdm_secret_arn.clone(),
-        );
-        Deps::connect(
-            Arc::new(store),
-            config.settings.clone(),
-            &secrets,
-            config.step.needs(),
-        )
-        .await
-    }
-
-    fn missing(&self, what: &str) -> StepError {
-        StepError::ConfigError(match &self.init_error {
+    /// The client in `slot`, building the missing ones again first if a secret
+    /// source is kept.
+    async fn client<T: ?Sized>(&self, slot: &Slot<T>, what: &str) -> Result<Arc<T>, StepError> {
+        if let Some(c) = slot.get() {
+            return Ok(c.clone());
+        }
+        if let Some(secrets) = &self.secrets {
+            self.build_missing(secrets.as_ref()).await;
+            if let Some(c) = slot.get() {
+                return Ok(c.clone());
+            }
+        }
+        let error = self
+            .init_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Err(StepError::ConfigError(match error {
             Some(e) => format!("{what} is not available: {e}"),
             None => format!("{what} is not configured"),
-        })
+        }))
     }
 
     /// The read-only Tailscale client (syncs).
-    pub fn tailscale(&self) -> Result<&Arc<dyn TailscaleApi>, StepError> {
-        self.tailscale
-            .as_ref()
-            .ok_or_else(|| self.missing("the tailscale read client"))
+    pub async fn tailscale(&self) -> Result<Arc<dyn TailscaleApi>, StepError> {
+        self.client(&self.tailscale, "the tailscale read client")
+            .await
     }
 
     /// The Tailscale client allowed to delete (prune-devices only).
-    pub fn tailscale_prune(&self) -> Result<&Arc<dyn TailscaleApi>, StepError> {
-        self.tailscale_prune
-            .as_ref()
-            .ok_or_else(|| self.missing("the tailscale prune client"))
+    pub async fn tailscale_prune(&self) -> Result<Arc<dyn TailscaleApi>, StepError> {
+        self.client(&self.tailscale_prune, "the tailscale prune client")
+            .await
     }
 
-    pub fn tinymdm(&self) -> Result<&Arc<dyn TinymdmApi>, StepError> {
-        self.tinymdm
-            .as_ref()
-            .ok_or_else(|| self.missing("the tinymdm client"))
+    pub async fn tinymdm(&self) -> Result<Arc<dyn TinymdmApi>, StepError> {
+        self.client(&self.tinymdm, "the tinymdm client").await
     }
 }

@@ -67,12 +67,12 @@ async fn lambda_deps_read_secrets_and_run_every_step() {
     .unwrap();
     // plan-prune has no API client at all.
     assert_eq!(
-        deps.tailscale().err().map(|e| e.name()),
+        deps.tailscale().await.err().map(|e| e.name()),
         Some("ConfigError")
     );
     let deps = Deps::for_lambda(&aws, &config(StepName::PruneDevices)).await;
     assert!(
-        deps.tailscale().is_err(),
+        deps.tailscale().await.is_err(),
         "prune-devices gets no read client"
     );
     let out = invoke(
@@ -200,4 +200,45 @@ async fn unreachable_secrets_manager_is_a_config_error_after_retries() {
         "secret fleetsync/mdm could not be read: could not reach Secrets Manager"
     );
     assert_eq!(fleetsync::StepError::from(e).name(), "ConfigError");
+}
+
+#[tokio::test]
+async fn a_secret_filled_in_after_cold_start_is_picked_up_by_the_warm_container() {
+    let w = World::start(sqlite(), 10, 0, Utc::now());
+    let aws = aws_config().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    // As the stack creates it: a placeholder, not yet the credentials.
+    let arn = secret(&sm, "{}").await;
+    let table = unique_name("fleetsync-warm");
+    DynamoStore::create_table(&dynamo_client().await, &table)
+        .await
+        .unwrap();
+    let config = LambdaConfig {
+        step: StepName::SyncTailscale,
+        table_name: table,
+        tailscale_secret_arn: Some(arn.clone()),
+        tailscale_prune_secret_arn: None,
+        tinymdm_secret_arn: None,
+        settings: w.settings.clone(),
+    };
+    let deps = Deps::for_lambda(&aws, &config).await;
+    let event = || LambdaEvent::new(json!({}), Context::default());
+    let e = handle(&deps, StepName::SyncTailscale, event())
+        .await
+        .unwrap_err();
+    assert_eq!(e.name(), "ConfigError");
+    assert!(e.to_string().contains("client_id"), "{e}");
+
+    let v = &w.vars;
+    let value = json!({"client_id": v["TAILSCALE_OAUTH_CLIENT_ID"], "client_secret": v["TAILSCALE_OAUTH_CLIENT_SECRET"]});
+    sm.put_secret_value()
+        .secret_id(&arn)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .unwrap();
+    let out = handle(&deps, StepName::SyncTailscale, event())
+        .await
+        .unwrap();
+    assert_eq!(out["devices"], 10);
 }

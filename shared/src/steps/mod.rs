@@ -4,10 +4,11 @@
 
 use crate::deps::Deps;
 use crate::error::StepError;
-use crate::model::{RunStatus, Source, SyncCommit, SyncCounts, SyncRun};
-use crate::sync::{self, Observed, SyncContext};
+use crate::model::{DeviceState, RunStatus, Source, SyncCommit, SyncCounts, SyncRun};
+use crate::sync::{self, Listed, Observed, SyncContext};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 
 pub mod plan_prune;
 pub mod prune_devices;
@@ -62,6 +63,10 @@ pub fn run_time(field: &str, run_id: &str) -> Result<DateTime<Utc>, StepError> {
 pub(crate) fn expiry(from: DateTime<Utc>, days: u32) -> i64 {
     from.timestamp() + i64::from(days) * 86_400
 }
+
+/// Devices per store commit on the lean path: a multiple of the 25 items of
+/// a DynamoDB batch, small enough that the records being written stay a few MB.
+const COMMIT_CHUNK: usize = 250;
 
 /// The fixed part of one sync run: who, which run, and when.
 pub(crate) struct RunFrame<'a> {
@@ -157,6 +162,100 @@ impl RunFrame<'_> {
             run: Some(run.clone()),
         };
         deps.store.commit_sync(&commit).await?;
+        Ok(run)
+    }
+}
+
+impl RunFrame<'_> {
+    /// The sync context of this run (see `sync::SyncContext`).
+    pub fn context<'a>(
+        &'a self,
+        deps: &Deps,
+        volatile_keys: &'a [&'a str],
+        allow_removals: bool,
+    ) -> SyncContext<'a> {
+        SyncContext {
+            source: self.source,
+            tenant: self.tenant,
+            run_id: self.run_id,
+            synced_at: self.synced_at,
+            last_seen_resolution: deps.settings.last_seen_resolution(),
+            history_expires_at: expiry(self.synced_at, deps.settings.history_retention_days),
+            volatile_keys,
+            allow_removals,
+        }
+    }
+
+    /// The lean form of `commit`: plans against the stored states, then builds
+    /// and writes the records chunk by chunk (history before records, the run
+    /// record last), fetching full stored records only for changed and removed
+    /// devices. A plan that fits one chunk is written in one commit, as
+    /// `commit` does.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_planned(
+        &self,
+        deps: &Deps,
+        prev: &[DeviceState],
+        listed: &[Listed],
+        invalid_reasons: Vec<String>,
+        pages: u64,
+        http_requests: u64,
+        volatile_keys: &[&str],
+        observe: &dyn Fn(&Listed) -> Result<Observed, String>,
+    ) -> Result<SyncRun, StepError> {
+        let ctx = self.context(deps, volatile_keys, invalid_reasons.is_empty());
+        if !ctx.allow_removals {
+            tracing::warn!(source = %self.source, invalid = invalid_reasons.len(), "unreadable devices in the listing: no device is marked removed this run");
+        }
+        let plan = sync::plan(&ctx, prev, listed);
+        let mut counts = plan.counts;
+        counts.invalid = invalid_reasons.len() as u64;
+        let mut run = self.run(deps, RunStatus::Succeeded, counts);
+        run.pages = pages;
+        run.http_requests = http_requests;
+        run.invalid_reasons = invalid_reasons;
+        let internal = |e: String| StepError::Internal(format!("internal error: {e}"));
+        let mut writes = 0;
+        let chunks: Vec<&[sync::Action]> = plan.actions.chunks(COMMIT_CHUNK).collect();
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let ids: Vec<String> = chunk
+                .iter()
+                .filter_map(|a| a.needs_stored_record())
+                .map(|p| prev[p].device_id.clone())
+                .collect();
+            let stored: HashMap<String, _> = if ids.is_empty() {
+                HashMap::new()
+            } else {
+                deps.store
+                    .devices_by_id(self.source, self.tenant, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.device_id.clone(), r))
+                    .collect()
+            };
+            let changes =
+                sync::build(&ctx, chunk, prev, listed, &stored, observe).map_err(internal)?;
+            let with_run = chunks.len() == 1 && i == last;
+            if with_run {
+                run.store_writes =
+                    ((changes.records.len() + changes.history.len()).div_ceil(25) + 1) as u64;
+            }
+            let commit = SyncCommit {
+                records: changes.records,
+                history: changes.history,
+                run: with_run.then(|| run.clone()),
+            };
+            writes += deps.store.commit_sync(&commit).await?;
+        }
+        if chunks.len() != 1 {
+            run.store_writes = writes + 1;
+            let commit = SyncCommit {
+                run: Some(run.clone()),
+                ..SyncCommit::default()
+            };
+            deps.store.commit_sync(&commit).await?;
+        }
         Ok(run)
     }
 }

@@ -152,8 +152,8 @@ pub async fn run(deps: &Deps, input: PlanPruneInput) -> Result<PlanPruneOutput, 
     non_empty("tailnet", &input.tailnet)?;
     non_empty("run_id", &input.run_id)?;
     non_empty("approve_plan_id", &input.approve_plan_id)?;
-    let tenant = tailnet(deps, &input).await?;
     let plan_settings = settings(deps, &input)?;
+    let tenant = tailnet(deps, &input).await?;
     if let Some(plan_id) = &input.approve_plan_id {
         if input.dry_run == Some(true) {
             return Err(StepError::InvalidInput(

@@ -49,7 +49,7 @@ pub async fn run(deps: &Deps, input: PruneDevicesInput) -> Result<PruneDevicesOu
             "invalid input field plan_id: must not be empty".into(),
         ));
     }
-    let api = deps.tailscale_prune()?;
+    let api = deps.tailscale_prune().await?;
     let tenant = api.tailnet().to_string();
     let plan_id = input.plan_id.trim();
     let mut plan = deps

@@ -5,10 +5,12 @@ use crate::deps::Deps;
 use crate::error::StepError;
 use crate::model::Source;
 use crate::steps::{RunFrame, non_empty};
-use crate::sync::Observed;
-use crate::tailscale::{self, Device};
+use crate::sync::{self, Listed, Observed};
+use crate::tailscale::{self, Device, KeepRaw};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
 use tracing::{info, instrument};
 
 /// Event of sync-tailscale.
@@ -51,10 +53,22 @@ pub fn observe(d: Device) -> Observed {
     }
 }
 
+/// A listed device whose raw JSON was kept, parsed again for writing.
+fn observe_listed(d: &Listed) -> Result<Observed, String> {
+    let raw = d
+        .raw
+        .clone()
+        .ok_or_else(|| format!("device {}: raw JSON was not kept", d.device_id))?;
+    let raw = RawValue::from_string(raw).map_err(|e| format!("device {}: {e}", d.device_id))?;
+    Device::from_raw(&raw)
+        .map(observe)
+        .map_err(|e| e.to_string())
+}
+
 #[instrument(name = "sync_tailscale", skip_all, fields(run_id))]
 pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscaleOutput, StepError> {
     non_empty("tailnet", &input.tailnet)?;
-    let api = deps.tailscale()?;
+    let api = deps.tailscale().await?;
     let tenant = api.tailnet().to_string();
     if let Some(t) = &input.tailnet
         && t != &tenant
@@ -74,8 +88,24 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
         run_id: &run_id,
         synced_at,
     };
+    // The stored states first, so the listing keeps the raw JSON of only the
+    // devices this run writes: a large tailnet is never held twice.
+    let mut prev = deps.store.device_states(Source::Tailscale, &tenant).await?;
+    prev.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    let prev = Arc::new(prev);
+    let keep: KeepRaw = {
+        let (prev, run_id) = (prev.clone(), run_id.clone());
+        let resolution = deps.settings.last_seen_resolution();
+        Arc::new(move |d: &Listed| {
+            let p = prev
+                .binary_search_by(|p| p.device_id.as_str().cmp(&d.device_id))
+                .ok()
+                .map(|i| &prev[i]);
+            sync::writes(&run_id, resolution, p, d)
+        })
+    };
     deps.progress.listing("tailscale", 0, None);
-    let list = match api.list_devices().await {
+    let list = match api.list_devices_lean(keep).await {
         Ok(list) => list,
         Err(e) => return Err(frame.fail(deps, e.into(), requests()).await),
     };
@@ -89,15 +119,16 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
     for reason in &invalid {
         tracing::warn!(source = "tailscale", run_id = %run_id, reason = %reason, "skipped an invalid device");
     }
-    let observed = list.devices.into_iter().map(observe).collect();
     let run = frame
-        .commit(
+        .commit_planned(
             deps,
-            observed,
+            &prev,
+            &list.devices,
             invalid,
             1,
             requests(),
             tailscale::VOLATILE_KEYS,
+            &observe_listed,
         )
         .await?;
     let c = run.counts;

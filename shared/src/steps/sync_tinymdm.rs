@@ -74,7 +74,7 @@ fn stored_apps(rec: &DeviceRecord) -> Option<Value> {
 
 #[instrument(name = "sync_tinymdm", skip_all, fields(run_id))]
 pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutput, StepError> {
-    let api = deps.tinymdm()?;
+    let api = deps.tinymdm().await?;
     let tenant = api.account_id().to_string();
     let (run_id, synced_at) = RunFrame::ids(input.run_id.as_deref())?;
     // The client counts for the whole process; this run's share is the difference.
@@ -185,7 +185,7 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
 /// Apps of every device, requests in flight up to twice the rate limit (the
 /// client's limiter does the pacing), so the run takes about requests ÷ rate.
 async fn fetch_apps(deps: &Deps, devices: &[Device]) -> Result<HashMap<String, Value>, StepError> {
-    let api = deps.tinymdm()?;
+    let api = &deps.tinymdm().await?;
     let total = devices.len() as u64;
     let in_flight = (deps.settings.tinymdm_rate_limit_per_second as usize * 2).max(2);
     let done = std::sync::atomic::AtomicU64::new(0);
