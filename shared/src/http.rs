@@ -133,6 +133,31 @@ impl From<&str> for BodyError {
     }
 }
 
+/// Largest body buffer allocated up front from a `Content-Length`.
+const MAX_PREALLOCATION: u64 = 256 << 20;
+
+/// The body of a response as a blocking `Read`, fed chunk by chunk from the
+/// async side (see `Transport::send_stream`). Ends when the body ends.
+pub struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
+
 /// Timeouts and retry settings shared by both clients.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -277,51 +302,146 @@ impl Transport {
         F: Fn() -> reqwest::RequestBuilder,
         P: Fn(&[u8]) -> Result<T, BodyError>,
     {
+        let deadline = self.deadline();
+        let attempt = || async {
+            let mut response = self.start(what, &build, deadline).await?;
+            // Read into one buffer sized by Content-Length: collecting the
+            // chunks and then joining them would hold the body twice.
+            let hint = response
+                .content_length()
+                .unwrap_or(0)
+                .min(MAX_PREALLOCATION);
+            let mut body = Vec::with_capacity(hint as usize);
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| self.transport_error(what, &e))?
+            {
+                body.extend_from_slice(&chunk);
+            }
+            parse(&body).map_err(|e| {
+                let detail = format!("{} (body starts {:?})", e.detail, excerpt(&body));
+                self.body_error(what, e.truncated, detail)
+            })
+        };
+        self.with_retries(what, deadline, attempt).await
+    }
+
+    /// Like `send_parse`, but the body is parsed while it arrives: `parse`
+    /// reads it from a blocking reader on a blocking thread, so a large
+    /// listing is never held whole in memory. Each attempt parses afresh.
+    pub async fn send_stream<T, F, P>(&self, what: &str, build: F, parse: P) -> Result<T, ApiError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+        P: Fn(BodyReader) -> Result<T, BodyError> + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let deadline = self.deadline();
+        let parse = Arc::new(parse);
+        let attempt = || async {
+            let mut response = self.start(what, &build, deadline).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+            let parse = parse.clone();
+            let parser = tokio::task::spawn_blocking(move || {
+                parse(BodyReader {
+                    rx,
+                    current: bytes::Bytes::new(),
+                })
+            });
+            let mut cut = None;
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        // A closed channel means the parser stopped early (an error).
+                        if tx.send(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        cut = Some(self.transport_error(what, &e));
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let parsed = parser.await.map_err(|e| ApiError::Decode {
+                api: self.api,
+                what: what.to_string(),
+                detail: format!("body parser failed: {e}"),
+            })?;
+            if let Some(e) = cut {
+                return Err(e);
+            }
+            parsed.map_err(|e| self.body_error(what, e.truncated, e.detail))
+        };
+        self.with_retries(what, deadline, attempt).await
+    }
+
+    /// One attempt up to the response head: deadline check, rate limit, send,
+    /// and the status check (a non-success status is an `ApiError::Status`).
+    async fn start<F>(
+        &self,
+        what: &str,
+        build: &F,
+        deadline: Option<Instant>,
+    ) -> Result<Response, ApiError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+    {
+        if let Some(deadline) = deadline
+            && Instant::now() + Duration::from_millis(200) >= deadline
+        {
+            return Err(ApiError::Budget {
+                api: self.api,
+                what: what.to_string(),
+            });
+        }
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut request = build();
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            request = request.timeout(left.min(self.settings.request_timeout));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(what, &e))?;
+        if !response.status().is_success() {
+            return Err(self.status_error(what, response).await);
+        }
+        Ok(response)
+    }
+
+    fn body_error(&self, what: &str, truncated: bool, detail: String) -> ApiError {
+        let (api, what) = (self.api, what.to_string());
+        if truncated {
+            ApiError::Truncated { api, what, detail }
+        } else {
+            ApiError::Decode { api, what, detail }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries or the
+    /// deadline run out.
+    async fn with_retries<T, A, Fut>(
+        &self,
+        what: &str,
+        deadline: Option<Instant>,
+        attempt: A,
+    ) -> Result<T, ApiError>
+    where
+        A: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.min_backoff)
             .with_max_delay(self.settings.max_backoff)
             .with_max_times(self.settings.max_retries)
             .with_jitter();
-        let deadline = self.deadline();
-        let attempt = || async {
-            if let Some(deadline) = deadline
-                && Instant::now() + Duration::from_millis(200) >= deadline
-            {
-                return Err(ApiError::Budget {
-                    api: self.api,
-                    what: what.to_string(),
-                });
-            }
-            if let Some(limiter) = &self.limiter {
-                limiter.until_ready().await;
-            }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let mut request = build();
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                request = request.timeout(left.min(self.settings.request_timeout));
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| self.transport_error(what, &e))?;
-            if !response.status().is_success() {
-                return Err(self.status_error(what, response).await);
-            }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| self.transport_error(what, &e))?;
-            parse(&body).map_err(|e| {
-                let detail = format!("{} (body starts {:?})", e.detail, excerpt(&body));
-                let (api, what) = (self.api, what.to_string());
-                if e.truncated {
-                    ApiError::Truncated { api, what, detail }
-                } else {
-                    ApiError::Decode { api, what, detail }
-                }
-            })
-        };
         let max_retry_after = self.settings.max_retry_after;
         attempt
             .retry(backoff)

@@ -107,6 +107,39 @@ impl DeviceRecord {
     }
 }
 
+/// The part of a stored device record a sync compares against: no raw JSON,
+/// no attrs, so a large fleet's state fits in little memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceState {
+    pub device_id: String,
+    pub last_seen: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub connected: bool,
+    pub fingerprint: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub removed_at: Option<DateTime<Utc>>,
+    pub last_run_id: String,
+    pub last_change: ChangeKind,
+}
+
+impl From<&DeviceRecord> for DeviceState {
+    fn from(r: &DeviceRecord) -> Self {
+        DeviceState {
+            device_id: r.device_id.clone(),
+            last_seen: r.last_seen,
+            connected: r.connected,
+            fingerprint: r.fingerprint.clone(),
+            first_seen_at: r.first_seen_at,
+            updated_at: r.updated_at,
+            removed_at: r.removed_at,
+            last_run_id: r.last_run_id.clone(),
+            last_change: r.last_change,
+        }
+    }
+}
+
 /// One change of one device, kept for `HISTORY_RETENTION_DAYS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {

@@ -14,7 +14,7 @@
 //! - a record already written by this same run (a retry after a crash) is
 //!   counted as what that run did to it and not written again.
 
-use crate::model::{ChangeKind, DeviceRecord, HistoryEntry, Source, SyncCounts};
+use crate::model::{ChangeKind, DeviceRecord, DeviceState, HistoryEntry, Source, SyncCounts};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -116,6 +116,193 @@ pub fn diff(ctx: &SyncContext<'_>, prev: Vec<DeviceRecord>, now: Vec<Observed>) 
     out
 }
 
+/// A listed device as the lean sync path sees it: the fields `plan` compares,
+/// and the raw JSON only for devices that will be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub device_id: String,
+    pub fingerprint: String,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub connected: bool,
+    pub raw: Option<String>,
+}
+
+/// What a sync does to one device; indices point into the listing (`now`)
+/// and the stored states (`prev`) given to `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// New, or back after being removed (`prev`: its stored state).
+    Add { now: usize, prev: Option<usize> },
+    /// Content changed: a new record and a history entry.
+    Change { now: usize, prev: usize },
+    /// Only presence moved: the record is refreshed, no history.
+    Refresh { now: usize, prev: usize },
+    /// Missing from a complete listing: marked removed.
+    Remove { prev: usize },
+}
+
+impl Action {
+    /// Whether building this action needs the full stored record.
+    pub fn needs_stored_record(self) -> Option<usize> {
+        match self {
+            Action::Change { prev, .. } | Action::Remove { prev } => Some(prev),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of `plan`: the actions, in the order `diff` would write, and
+/// the counters.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub counts: SyncCounts,
+}
+
+/// Whether a sync writes this listed device, given its stored state: the rule
+/// of `diff`, so a listing can drop the raw JSON of every other device.
+pub fn writes(
+    run_id: &str,
+    last_seen_resolution: Duration,
+    prev: Option<&DeviceState>,
+    now: &Listed,
+) -> bool {
+    match prev {
+        None => true,
+        Some(p) if p.last_run_id == run_id => false,
+        Some(p) if p.removed_at.is_some() => true,
+        Some(p) if p.fingerprint != now.fingerprint => true,
+        Some(p) => presence_moved_state(p, now, last_seen_resolution),
+    }
+}
+
+/// The lean form of `diff`: the same decisions and counters from stored
+/// states and a reduced listing, without building any record yet (see
+/// `build`), so a large fleet is never held more than once.
+pub fn plan(ctx: &SyncContext<'_>, prev: &[DeviceState], now: &[Listed]) -> Plan {
+    let index: HashMap<&str, usize> = prev
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.device_id.as_str(), i))
+        .collect();
+    let mut matched = vec![false; prev.len()];
+    let mut out = Plan::default();
+    out.counts.devices = now.len() as u64;
+    for (n, obs) in now.iter().enumerate() {
+        let Some(&i) = index.get(obs.device_id.as_str()) else {
+            out.counts.added += 1;
+            out.actions.push(Action::Add { now: n, prev: None });
+            continue;
+        };
+        if std::mem::replace(&mut matched[i], true) {
+            // Listed twice: the listing already reports it; the first wins.
+            continue;
+        }
+        let p = &prev[i];
+        if p.last_run_id == ctx.run_id {
+            count(&mut out.counts, p.last_change);
+        } else if p.removed_at.is_some() {
+            out.counts.added += 1;
+            out.actions.push(Action::Add {
+                now: n,
+                prev: Some(i),
+            });
+        } else if p.fingerprint != obs.fingerprint {
+            out.counts.changed += 1;
+            out.actions.push(Action::Change { now: n, prev: i });
+        } else {
+            out.counts.unchanged += 1;
+            if presence_moved_state(p, obs, ctx.last_seen_resolution) {
+                out.actions.push(Action::Refresh { now: n, prev: i });
+            }
+        }
+    }
+    if !ctx.allow_removals {
+        return out;
+    }
+    let mut gone: Vec<usize> = (0..prev.len())
+        .filter(|&i| !matched[i] && prev[i].removed_at.is_none())
+        .collect();
+    gone.sort_by(|&a, &b| prev[a].device_id.cmp(&prev[b].device_id));
+    for i in gone {
+        out.counts.removed += 1;
+        out.actions.push(Action::Remove { prev: i });
+    }
+    out
+}
+
+/// Builds the records and history entries of `actions` (a slice of a plan).
+/// `observe` turns a listed device whose raw JSON was kept into an
+/// `Observed`; `stored` holds the full stored records of the actions that
+/// need one (`Action::needs_stored_record`), by device id.
+pub fn build(
+    ctx: &SyncContext<'_>,
+    actions: &[Action],
+    prev: &[DeviceState],
+    now: &[Listed],
+    stored: &HashMap<String, DeviceRecord>,
+    observe: &dyn Fn(&Listed) -> Result<Observed, String>,
+) -> Result<Changes, String> {
+    let mut out = Changes::default();
+    let stored_record = |i: usize| {
+        stored
+            .get(&prev[i].device_id)
+            .ok_or_else(|| format!("stored record of device {} not found", prev[i].device_id))
+    };
+    for action in actions {
+        match *action {
+            Action::Add { now: n, prev: p } => {
+                let times = p.map(|i| (prev[i].first_seen_at, prev[i].updated_at));
+                let rec = record_from(ctx, observe(&now[n])?, times, ChangeKind::Added);
+                out.history
+                    .push(history(ctx, &rec, ChangeKind::Added, Vec::new()));
+                out.records.push(rec);
+            }
+            Action::Change { now: n, prev: i } => {
+                let p = stored_record(i)?;
+                let obs = observe(&now[n])?;
+                let fields = changed_fields(&p.raw, &obs.raw, ctx.volatile_keys);
+                let rec = new_record(ctx, obs, Some(p), ChangeKind::Changed);
+                out.history
+                    .push(history(ctx, &rec, ChangeKind::Changed, fields));
+                out.records.push(rec);
+            }
+            Action::Refresh { now: n, prev: i } => {
+                let times = Some((prev[i].first_seen_at, prev[i].updated_at));
+                out.records.push(record_from(
+                    ctx,
+                    observe(&now[n])?,
+                    times,
+                    ChangeKind::Unchanged,
+                ));
+            }
+            Action::Remove { prev: i } => {
+                let mut p = stored_record(i)?.clone();
+                p.removed_at = Some(ctx.synced_at);
+                p.updated_at = ctx.synced_at;
+                p.connected = false;
+                p.last_run_id = ctx.run_id.to_string();
+                p.last_change = ChangeKind::Removed;
+                out.history
+                    .push(history(ctx, &p, ChangeKind::Removed, Vec::new()));
+                out.records.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn presence_moved_state(p: &DeviceState, now: &Listed, resolution: Duration) -> bool {
+    if p.connected != now.connected {
+        return true;
+    }
+    match (p.last_seen, now.last_seen) {
+        (None, None) => false,
+        (Some(a), Some(b)) => (b - a).abs().to_std().unwrap_or_default() > resolution,
+        _ => true,
+    }
+}
+
 fn count(c: &mut SyncCounts, kind: ChangeKind) {
     match kind {
         ChangeKind::Added => c.added += 1,
@@ -142,8 +329,23 @@ fn new_record(
     prev: Option<&DeviceRecord>,
     kind: ChangeKind,
 ) -> DeviceRecord {
+    record_from(
+        ctx,
+        obs,
+        prev.map(|p| (p.first_seen_at, p.updated_at)),
+        kind,
+    )
+}
+
+/// A record for `obs`; `prev` holds the stored first-seen and updated times.
+fn record_from(
+    ctx: &SyncContext<'_>,
+    obs: Observed,
+    prev: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    kind: ChangeKind,
+) -> DeviceRecord {
     let updated_at = match (kind, prev) {
-        (ChangeKind::Unchanged, Some(p)) => p.updated_at,
+        (ChangeKind::Unchanged, Some((_, updated_at))) => updated_at,
         _ => ctx.synced_at,
     };
     DeviceRecord {
@@ -156,7 +358,7 @@ fn new_record(
         fingerprint: obs.fingerprint,
         attrs: obs.attrs,
         raw: obs.raw,
-        first_seen_at: prev.map_or(ctx.synced_at, |p| p.first_seen_at),
+        first_seen_at: prev.map_or(ctx.synced_at, |(first_seen_at, _)| first_seen_at),
         updated_at,
         removed_at: None,
         last_run_id: ctx.run_id.to_string(),
@@ -325,6 +527,86 @@ mod tests {
         let out = diff(&c, first.records, vec![obs("a", "1", None)]);
         assert_eq!(out.counts.removed, 0);
         assert!(out.records.is_empty() && out.history.is_empty());
+    }
+
+    fn listed(o: &Observed) -> Listed {
+        Listed {
+            device_id: o.device_id.clone(),
+            fingerprint: o.fingerprint.clone(),
+            last_seen: o.last_seen,
+            connected: o.connected,
+            raw: Some(o.raw.clone()),
+        }
+    }
+
+    /// `plan` + `build` on stored states write exactly what `diff` writes.
+    fn assert_lean_matches_diff(
+        ctx: &SyncContext<'_>,
+        prev: Vec<DeviceRecord>,
+        now: Vec<Observed>,
+    ) {
+        let states: Vec<DeviceState> = prev.iter().map(DeviceState::from).collect();
+        let stored: HashMap<String, DeviceRecord> = prev
+            .iter()
+            .map(|r| (r.device_id.clone(), r.clone()))
+            .collect();
+        let list: Vec<Listed> = now.iter().map(listed).collect();
+        let by_id: HashMap<String, Observed> = now
+            .iter()
+            .map(|o| (o.device_id.clone(), o.clone()))
+            .collect();
+        let observe = |l: &Listed| Ok(by_id[&l.device_id].clone());
+        let plan = plan(ctx, &states, &list);
+        let lean = build(ctx, &plan.actions, &states, &list, &stored, &observe).unwrap();
+        let full = diff(ctx, prev, now);
+        assert_eq!(plan.counts, full.counts);
+        assert_eq!(lean.records, full.records);
+        assert_eq!(lean.history, full.history);
+        let written: Vec<&str> = full.records.iter().map(|r| r.device_id.as_str()).collect();
+        for l in &list {
+            let p = states.iter().find(|s| s.device_id == l.device_id);
+            let w = writes(ctx.run_id, ctx.last_seen_resolution, p, l);
+            let removed_again = p.is_some_and(|p| p.removed_at.is_some());
+            assert_eq!(
+                w,
+                written.contains(&l.device_id.as_str()) || removed_again && w,
+                "{}",
+                l.device_id
+            );
+        }
+    }
+
+    #[test]
+    fn lean_plan_writes_what_diff_writes() {
+        let first = vec![
+            obs("a", "1", Some(5)),
+            obs("b", "1", None),
+            obs("c", "1", Some(100)),
+            obs("d", "1", None),
+        ];
+        assert_lean_matches_diff(&ctx("r1", 1000), vec![], first.clone());
+        let stored = diff(&ctx("r1", 1000), vec![], first).records;
+        // a: presence past resolution; b: changed; c: unchanged; d: gone; e: new.
+        let now = vec![
+            obs("a", "1", Some(5 + 7200)),
+            obs("b", "2", None),
+            obs("c", "1", Some(100)),
+            obs("e", "1", None),
+        ];
+        assert_lean_matches_diff(&ctx("r2", 9000), stored.clone(), now.clone());
+        let after = diff(&ctx("r2", 9000), stored.clone(), now.clone());
+        let mut next: HashMap<String, DeviceRecord> = stored
+            .into_iter()
+            .map(|r| (r.device_id.clone(), r))
+            .collect();
+        for r in after.records {
+            next.insert(r.device_id.clone(), r);
+        }
+        let next: Vec<DeviceRecord> = next.into_values().collect();
+        // d comes back; the same run again counts without writing.
+        let back = vec![obs("a", "1", Some(5 + 7200)), obs("d", "1", None)];
+        assert_lean_matches_diff(&ctx("r3", 12000), next.clone(), back);
+        assert_lean_matches_diff(&ctx("r2", 9000), next, now);
     }
 
     #[test]

@@ -2,14 +2,18 @@
 //! fields, keeping the raw JSON), the `TailscaleApi` port, and `HttpTailscaleApi`,
 //! which talks to `/api/v2` with an OAuth client-credentials token.
 
-use crate::http::{ApiError, BodyError, Transport, join, parse_base_url};
+use crate::http::{ApiError, BodyError, BodyReader, Transport, join, parse_base_url};
 use crate::lenient;
 use crate::secrets::TailscaleCredentials;
+use crate::sync::Listed;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -196,6 +200,139 @@ pub fn parse_device_list(body: &[u8]) -> Result<DeviceList, BodyError> {
     Ok(out)
 }
 
+/// Decides, for a listed device, whether its raw JSON is kept: a sync keeps it
+/// only for devices it will write (new, changed, presence moved).
+pub type KeepRaw = Arc<dyn Fn(&Listed) -> bool + Send + Sync>;
+
+/// A listing reduced to what a sync needs: per device the fields the diff
+/// compares, and the raw JSON only where `KeepRaw` asked for it.
+#[derive(Debug, Default)]
+pub struct LeanList {
+    pub devices: Vec<Listed>,
+    pub invalid: Vec<InvalidDevice>,
+}
+
+impl LeanList {
+    /// `seen` holds a hash of each id listed so far (8 bytes a device instead
+    /// of a copy of the id); a repeated hash is confirmed against the ids.
+    fn push(
+        &mut self,
+        seen: &mut HashSet<u64>,
+        keep: &KeepRaw,
+        parsed: Result<Device, InvalidDevice>,
+    ) {
+        let repeated = |d: &Device, seen: &mut HashSet<u64>| {
+            !seen.insert(xxhash_rust::xxh3::xxh3_64(d.node_id.as_bytes()))
+                && self.devices.iter().any(|l| l.device_id == d.node_id)
+        };
+        match parsed {
+            Ok(d) if repeated(&d, seen) => self.invalid.push(InvalidDevice {
+                id: Some(d.node_id),
+                reason: "listed twice".into(),
+            }),
+            Ok(d) => {
+                let mut listed = Listed {
+                    device_id: d.node_id,
+                    fingerprint: d.fingerprint,
+                    last_seen: d.last_seen,
+                    connected: d.connected_to_control,
+                    raw: None,
+                };
+                if keep(&listed) {
+                    listed.raw = Some(d.raw);
+                }
+                self.devices.push(listed);
+            }
+            Err(e) => self.invalid.push(e),
+        }
+    }
+}
+
+/// Reads `{"devices": [...]}` one device at a time, handing each one's raw
+/// JSON to `each` as soon as it is complete. Other keys are skipped; a missing
+/// or null `devices` is an error.
+struct Envelope<F>(F);
+
+impl<'de, F: FnMut(Box<RawValue>)> Visitor<'de> for Envelope<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with a \"devices\" array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "devices" && !found {
+                found = map.next_value_seed(Devices(&mut self.0))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        if !found {
+            return Err(serde::de::Error::custom(
+                "no \"devices\" array in the response",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `devices` value: an array (true), or null (false).
+struct Devices<'f, F>(&'f mut F);
+
+impl<'de, F: FnMut(Box<RawValue>)> DeserializeSeed<'de> for Devices<'_, F> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, F: FnMut(Box<RawValue>)> Visitor<'de> for Devices<'_, F> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of devices")
+    }
+
+    fn visit_none<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            (self.0)(raw);
+        }
+        Ok(true)
+    }
+}
+
+/// Parses a device list body as it is read, keeping only a `LeanList`: the
+/// body and the parsed devices are never held whole.
+pub fn parse_lean_list(reader: impl std::io::Read, keep: &KeepRaw) -> Result<LeanList, BodyError> {
+    let mut out = LeanList::default();
+    let mut seen = HashSet::new();
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
+    serde::Deserializer::deserialize_map(
+        &mut de,
+        Envelope(|raw: Box<RawValue>| {
+            let parsed = Device::from_raw(&raw);
+            out.push(&mut seen, keep, parsed);
+        }),
+    )?;
+    de.end()?;
+    Ok(out)
+}
+
 /// What a delete did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deleted {
@@ -211,6 +348,20 @@ pub trait TailscaleApi: Send + Sync {
     fn tailnet(&self) -> &str;
     /// Every device of the tailnet with all fields.
     async fn list_devices(&self) -> Result<DeviceList, ApiError>;
+    /// Every device of the tailnet, reduced as `LeanList` says. The default
+    /// reduces `list_devices`; `HttpTailscaleApi` streams the body instead.
+    async fn list_devices_lean(&self, keep: KeepRaw) -> Result<LeanList, ApiError> {
+        let list = self.list_devices().await?;
+        let mut out = LeanList {
+            invalid: list.invalid,
+            ..LeanList::default()
+        };
+        let mut seen = HashSet::new();
+        for d in list.devices {
+            out.push(&mut seen, &keep, Ok(d));
+        }
+        Ok(out)
+    }
     /// One device with all fields; `None` on 404.
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>, ApiError>;
     /// Deletes one device; 404 is `AlreadyGone`, not an error.
@@ -356,6 +507,43 @@ impl TailscaleApi for HttpTailscaleApi {
         .await
     }
 
+    async fn list_devices_lean(&self, keep: KeepRaw) -> Result<LeanList, ApiError> {
+        let what = "list devices";
+        let url = self.url(&format!("tailnet/{}/devices", self.credentials.tailnet));
+        let build = || {
+            self.transport
+                .client
+                .get(url.clone())
+                .query(&[("fields", "all")])
+        };
+        let parse = move |body: BodyReader| parse_lean_list(body, &keep);
+        let parse = Arc::new(parse);
+        let stream = |token: crate::secrets::Redacted| {
+            let parse = parse.clone();
+            async move {
+                self.transport
+                    .send_stream(
+                        what,
+                        || build().bearer_auth(token.expose()),
+                        move |b| parse(b),
+                    )
+                    .await
+            }
+        };
+        match stream(self.token().await?).await {
+            Err(e) if e.status() == Some(401) => {
+                tracing::info!(
+                    api = "tailscale",
+                    call = what,
+                    "token refused, fetching a new one"
+                );
+                self.forget_token().await;
+                stream(self.token().await?).await
+            }
+            other => other,
+        }
+    }
+
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>, ApiError> {
         let what = format!("get device {device_id}");
         let url = self.url(&format!("device/{device_id}"));
@@ -470,6 +658,53 @@ mod tests {
                 "device a: listed twice"
             ]
         );
+    }
+
+    fn keep_all() -> KeepRaw {
+        Arc::new(|_: &Listed| true)
+    }
+
+    #[test]
+    fn lean_listing_reads_what_the_full_parser_reads() {
+        let bodies: [&[u8]; 2] = [
+            LIST.as_bytes(),
+            br#"{"devices":[{"nodeId":"a","hostname":"ok","lastSeen":"garbage","tags":"tag:x"},
+            {"id":"123","hostname":"no-node-id"}, 7, {"nodeId": 42}, {"nodeId":"a"}], "extra": {"x": [1]}}"#,
+        ];
+        for body in bodies {
+            let full = parse_device_list(body).unwrap();
+            let lean = parse_lean_list(body, &keep_all()).unwrap();
+            assert_eq!(lean.invalid, full.invalid);
+            assert_eq!(lean.devices.len(), full.devices.len());
+            for (l, d) in lean.devices.iter().zip(&full.devices) {
+                assert_eq!(l.device_id, d.node_id);
+                assert_eq!(l.fingerprint, d.fingerprint);
+                assert_eq!(l.last_seen, d.last_seen);
+                assert_eq!(l.connected, d.connected_to_control);
+                assert_eq!(l.raw.as_deref(), Some(d.raw.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn lean_listing_keeps_raw_only_where_asked_and_rejects_bad_envelopes() {
+        let keep_a: KeepRaw = Arc::new(|l: &Listed| l.device_id == "a");
+        let lean = parse_lean_list(
+            &br#"{"devices":[{"nodeId":"a"},{"nodeId":"b"}]}"#[..],
+            &keep_a,
+        )
+        .unwrap();
+        assert!(lean.devices[0].raw.is_some() && lean.devices[1].raw.is_none());
+        for bad in [
+            &b"[]"[..],
+            b"{}",
+            b"{\"devices\": null}",
+            b"{\"devices\": [1,",
+        ] {
+            assert!(parse_lean_list(bad, &keep_all()).is_err(), "{bad:?}");
+        }
+        let cut = parse_lean_list(&b"{\"devices\": [{\"nodeId\":"[..], &keep_all()).unwrap_err();
+        assert!(cut.truncated, "{cut:?}");
     }
 
     #[test]

@@ -9,8 +9,8 @@
 
 use super::{Recorded, Store, StoreError};
 use crate::model::{
-    ChangeKind, DeviceRecord, HistoryEntry, Outcome, PlanEntry, PlanSettings, PlanStatus,
-    PruneCounts, PrunePlan, Reason, RunStatus, Source, SyncCommit, SyncCounts, SyncRun,
+    ChangeKind, DeviceRecord, DeviceState, HistoryEntry, Outcome, PlanEntry, PlanSettings,
+    PlanStatus, PruneCounts, PrunePlan, Reason, RunStatus, Source, SyncCommit, SyncCounts, SyncRun,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
@@ -40,6 +40,7 @@ macro_rules! store_contract_tests {
             record_outcome_keeps_the_first_outcome,
             lease_acquire_conflict_takeover_and_release,
             large_commit_round_trips,
+            device_states_and_chosen_records_match_current_devices,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -746,5 +747,46 @@ pub async fn large_commit_round_trips(store: &dyn Store) {
             .await
             .unwrap(),
         Some(run)
+    );
+}
+
+/// The lean reads of a sync see what `current_devices` sees: every device's
+/// state, removed ones included, and the full records of chosen ids only.
+pub async fn device_states_and_chosen_records_match_current_devices(store: &dyn Store) {
+    let tenant = "lean.example";
+    let devices: Vec<_> = (0..30)
+        .map(|n| sample_device(Source::Tailscale, tenant, n))
+        .collect();
+    let commit = SyncCommit {
+        records: devices.clone(),
+        ..SyncCommit::default()
+    };
+    store.commit_sync(&commit).await.unwrap();
+    let mut states = store
+        .device_states(Source::Tailscale, tenant)
+        .await
+        .unwrap();
+    states.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    let expected: Vec<DeviceState> = devices.iter().map(DeviceState::from).collect();
+    assert_eq!(states, expected);
+    let ids = vec![
+        devices[3].device_id.clone(),
+        "no-such-device".to_string(),
+        devices[17].device_id.clone(),
+    ];
+    let got = store
+        .devices_by_id(Source::Tailscale, tenant, &ids)
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted_by_id(got),
+        vec![devices[3].clone(), devices[17].clone()]
+    );
+    assert!(
+        store
+            .device_states(Source::Tinymdm, tenant)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -29,7 +29,9 @@
 //! deletes expired items lazily, so reads filter on `expires_at` as well.
 
 use super::{Recorded, Store, StoreError, redact};
-use crate::model::{DeviceRecord, HistoryEntry, PlanEntry, PrunePlan, Source, SyncCommit, SyncRun};
+use crate::model::{
+    DeviceRecord, DeviceState, HistoryEntry, PlanEntry, PrunePlan, Source, SyncCommit, SyncRun,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
@@ -57,6 +59,23 @@ const MAX_BATCH: usize = 25;
 /// Chunks in flight at once: enough to hide latency, few enough not to provoke
 /// throttling on a freshly created on-demand table.
 const BATCH_CONCURRENCY: usize = 4;
+/// Items encoded and sent per step of a commit: a multiple of `MAX_BATCH`,
+/// large enough to keep `BATCH_CONCURRENCY` batches in flight.
+const ENCODE_SLICE: usize = 500;
+/// GetItem requests in flight at once when fetching chosen records.
+const GET_CONCURRENCY: usize = 8;
+/// The attributes of a device record that `DeviceState` holds.
+const STATE_ATTRIBUTES: [&str; 9] = [
+    "device_id",
+    "last_seen",
+    "connected",
+    "fingerprint",
+    "first_seen_at",
+    "updated_at",
+    "removed_at",
+    "last_run_id",
+    "last_change",
+];
 const LEASE_PK: &str = "LEASE";
 /// Plans are made for Tailscale only; the key still names the source.
 const PLAN_SOURCE: &str = "tailscale";
@@ -498,28 +517,79 @@ impl Store for DynamoStore {
         decode_all("device", items)
     }
 
-    async fn commit_sync(&self, commit: &SyncCommit) -> Result<u64, StoreError> {
-        let mut records = Vec::with_capacity(commit.records.len());
-        for r in &commit.records {
-            check_tenant(&r.tenant)?;
-            records.push(encode(
-                "device",
-                r,
-                dev_pk(r.source, &r.tenant),
-                r.device_id.clone(),
-                None,
-            )?);
+    /// One projected Query, decoded page by page, so the raw JSON and attrs of
+    /// a large fleet are neither transferred nor held.
+    async fn device_states(
+        &self,
+        source: Source,
+        tenant: &str,
+    ) -> Result<Vec<DeviceState>, StoreError> {
+        check_tenant(tenant)?;
+        let pk = dev_pk(source, tenant);
+        let projection: Vec<String> = (0..STATE_ATTRIBUTES.len())
+            .map(|i| format!("#a{i}"))
+            .collect();
+        let mut states = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression(projection.join(", "))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            for (i, name) in STATE_ATTRIBUTES.iter().enumerate() {
+                req = req.expression_attribute_names(format!("#a{i}"), *name);
+            }
+            let out = req
+                .send()
+                .await
+                .map_err(|e| sdk_err("Query", &self.table, e))?;
+            for item in out.items.unwrap_or_default() {
+                states.push(decode("device state", item)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(states),
+            }
         }
-        let mut history = Vec::with_capacity(commit.history.len());
-        for h in &commit.history {
-            check_tenant(&h.tenant)?;
-            history.push(encode(
-                "history entry",
-                h,
-                hist_pk(h.source, &h.tenant, &h.device_id),
-                h.run_id.clone(),
-                Some(h.expires_at),
-            )?);
+    }
+
+    async fn devices_by_id(
+        &self,
+        source: Source,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        check_tenant(tenant)?;
+        let pk = dev_pk(source, tenant);
+        let pk = pk.as_str();
+        let gets = ids
+            .iter()
+            .cloned()
+            .map(move |id| async move { self.get(pk, &id).await });
+        let found: Vec<Option<Item>> = futures::stream::iter(gets)
+            .buffered(GET_CONCURRENCY)
+            .try_collect()
+            .await?;
+        found
+            .into_iter()
+            .flatten()
+            .map(|item| decode("device", item))
+            .collect()
+    }
+
+    async fn commit_sync(&self, commit: &SyncCommit) -> Result<u64, StoreError> {
+        for tenant in commit
+            .records
+            .iter()
+            .map(|r| &r.tenant)
+            .chain(commit.history.iter().map(|h| &h.tenant))
+        {
+            check_tenant(tenant)?;
         }
         let final_batch = commit
             .run
@@ -529,9 +599,39 @@ impl Store for DynamoStore {
         // History first, then records, then the run record: a record written by a
         // run implies its history is stored, which is what lets a retry of the
         // same run skip records it already wrote (see `sync::diff`); a run record
-        // vouches for a complete snapshot.
-        let mut writes = self.write_items(history).await?;
-        writes += self.write_items(records).await?;
+        // vouches for a complete snapshot. Items are encoded a slice at a time,
+        // so a large commit is never held in full as DynamoDB items.
+        let mut writes = 0;
+        for slice in commit.history.chunks(ENCODE_SLICE) {
+            let items = slice
+                .iter()
+                .map(|h| {
+                    encode(
+                        "history entry",
+                        h,
+                        hist_pk(h.source, &h.tenant, &h.device_id),
+                        h.run_id.clone(),
+                        Some(h.expires_at),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            writes += self.write_items(items).await?;
+        }
+        for slice in commit.records.chunks(ENCODE_SLICE) {
+            let items = slice
+                .iter()
+                .map(|r| {
+                    encode(
+                        "device",
+                        r,
+                        dev_pk(r.source, &r.tenant),
+                        r.device_id.clone(),
+                        None,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            writes += self.write_items(items).await?;
+        }
         if let Some(batch) = final_batch {
             writes += self.write_items(batch).await?;
         }

@@ -6,7 +6,8 @@
 //! can share one table; README documents the key design.
 
 use crate::model::{
-    DeviceRecord, HistoryEntry, Outcome, PlanEntry, PrunePlan, Source, SyncCommit, SyncRun,
+    DeviceRecord, DeviceState, HistoryEntry, Outcome, PlanEntry, PrunePlan, Source, SyncCommit,
+    SyncRun,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -63,6 +64,34 @@ pub trait Store: Send + Sync {
         source: Source,
         tenant: &str,
     ) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// The diff-relevant state of every stored device of a source and tenant,
+    /// removed ones included (no raw JSON, no attrs): what a sync of a large
+    /// fleet compares against. The default reads `current_devices`.
+    async fn device_states(
+        &self,
+        source: Source,
+        tenant: &str,
+    ) -> Result<Vec<DeviceState>, StoreError> {
+        let records = self.current_devices(source, tenant).await?;
+        Ok(records.iter().map(DeviceState::from).collect())
+    }
+
+    /// The full records of the devices in `ids`; unknown ids are left out.
+    /// The default reads `current_devices`.
+    async fn devices_by_id(
+        &self,
+        source: Source,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let records = self.current_devices(source, tenant).await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| wanted.contains(r.device_id.as_str()))
+            .collect())
+    }
 
     /// Writes the history entries, then the changed records, then the run record
     /// last (or all at once, atomically): a stored record of a run implies its

@@ -9,7 +9,8 @@
 
 use super::{Recorded, Store, StoreError, redact};
 use crate::model::{
-    DeviceRecord, HistoryEntry, Outcome, PlanEntry, PrunePlan, Source, SyncCommit, SyncRun,
+    DeviceRecord, DeviceState, HistoryEntry, Outcome, PlanEntry, PrunePlan, Source, SyncCommit,
+    SyncRun,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -217,6 +218,35 @@ impl Store for SqliteStore {
             rows.map(|row| {
                 let (id, body) = row.map_err(db_err)?;
                 decode("device", &id, &body)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// Decodes each row's body straight into the state, so the raw JSON and
+    /// attrs of a large fleet are never held.
+    async fn device_states(
+        &self,
+        source: Source,
+        tenant: &str,
+    ) -> Result<Vec<DeviceState>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT device_id, body FROM devices WHERE source = ?1 AND tenant = ?2 \
+                     ORDER BY device_id",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![source.as_str(), tenant], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db_err)?;
+            rows.map(|row| {
+                let (id, body) = row.map_err(db_err)?;
+                decode("device state", &id, &body)
             })
             .collect()
         })
