@@ -708,6 +708,26 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_fails_the_listing_and_a_huge_float_is_ignored() {
+        // Inputs kept from fuzz/ (targets tailscale_device_list, tailscale_device).
+        // Invalid UTF-8 inside a device fails the whole body, and is not retried.
+        let body = b"{\"devices\":[{\"nodeId\":\"a\",\"os\":\"\xc8\xc8\"}]}";
+        assert!(!parse_device_list(body).unwrap_err().truncated);
+        assert!(
+            !parse_lean_list(&body[..], &keep_all())
+                .unwrap_err()
+                .truncated
+        );
+        // A huge float where a list is expected is only ignored.
+        let text =
+            r#"{"addresses": 21840000011242295.1341e35, "id": "318047", "nodeId": "nYHFgISZ8"}"#;
+        let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+        let d = Device::from_raw(&raw).unwrap();
+        assert!(d.addresses.is_empty());
+        assert_eq!(d.fingerprint, Device::from_raw(&raw).unwrap().fingerprint);
+    }
+
+    #[test]
     fn list_without_devices_array_is_an_error() {
         assert!(parse_device_list(b"[]").is_err());
         assert!(parse_device_list(b"{\"devices\": [").is_err());

@@ -208,13 +208,19 @@ struct Page<'a> {
 }
 
 /// One parsed page: its devices and the paging fields.
-struct ParsedPage {
-    devices: Vec<Result<Device, crate::tailscale::InvalidDevice>>,
-    count: Option<u64>,
-    next: Option<String>,
+pub struct ParsedPage {
+    /// One entry per `results` member, in order.
+    pub devices: Vec<Result<Device, crate::tailscale::InvalidDevice>>,
+    /// The announced total, when it is a non-negative integer.
+    pub count: Option<u64>,
+    /// The `next` link, when it is a non-empty string.
+    pub next: Option<String>,
 }
 
-fn parse_page(body: &[u8]) -> Result<ParsedPage, BodyError> {
+/// Parses one `GET /devices` page (`{"results": [...], "count", "next"}`). A
+/// body that is not that shape is an error; a bad device inside it is only
+/// reported. Public for the fuzz targets.
+pub fn parse_page(body: &[u8]) -> Result<ParsedPage, BodyError> {
     let page: Page = serde_json::from_slice(body)?;
     let results = page.results.ok_or("no \"results\" array in the response")?;
     Ok(ParsedPage {
@@ -228,7 +234,8 @@ fn parse_page(body: &[u8]) -> Result<ParsedPage, BodyError> {
 }
 
 /// Parses the apps envelope (`{"results": [...]}`); unusable entries are skipped.
-fn parse_apps(body: &[u8]) -> Result<(Vec<App>, Option<String>), BodyError> {
+/// Returns the apps and the `next` link. Public for the fuzz targets.
+pub fn parse_apps(body: &[u8]) -> Result<(Vec<App>, Option<String>), BodyError> {
     let v: Value = serde_json::from_slice(body)?;
     let results = v
         .get("results")
