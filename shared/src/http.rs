@@ -107,12 +107,18 @@ pub struct BodyError {
     pub detail: String,
     /// The body ended early (truncated JSON): worth another try.
     pub truncated: bool,
+    /// The body is not well-formed JSON. If it also does not end the way a
+    /// JSON object or array ends, the transport takes it as cut short: a body
+    /// cut inside a number (`"lastSeen": 17`, `1.`) or a literal is reported
+    /// by serde_json as a syntax error at the end, not as EOF.
+    pub syntax: bool,
 }
 
 impl From<serde_json::Error> for BodyError {
     fn from(e: serde_json::Error) -> Self {
         BodyError {
             truncated: e.is_eof(),
+            syntax: e.is_syntax() || e.is_eof(),
             detail: e.to_string(),
         }
     }
@@ -123,8 +129,30 @@ impl From<String> for BodyError {
         BodyError {
             detail,
             truncated: false,
+            syntax: false,
         }
     }
+}
+
+impl BodyError {
+    /// Whether to treat the failure as a body cut short, given the first
+    /// and last non-whitespace bytes of the body. Every response both APIs
+    /// send is a JSON object or array, so a body that starts like one and
+    /// does not end like one was cut (an HTML error page starts otherwise).
+    fn cut_short(&self, (first, last): Ends) -> bool {
+        self.truncated
+            || (self.syntax
+                && matches!(first, Some(b'{' | b'['))
+                && !matches!(last, Some(b'}' | b']')))
+    }
+}
+
+/// The first and last non-whitespace bytes of a body.
+type Ends = (Option<u8>, Option<u8>);
+
+fn ends(body: &[u8]) -> Ends {
+    let mut significant = body.iter().copied().filter(|b| !b.is_ascii_whitespace());
+    (significant.next(), significant.next_back())
 }
 
 impl From<&str> for BodyError {
@@ -141,14 +169,53 @@ const MAX_PREALLOCATION: u64 = 256 << 20;
 pub struct BodyReader {
     rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
     current: bytes::Bytes,
+    tail: Arc<BodyTail>,
+}
+
+/// What a `BodyReader` saw of the body: its first and last non-whitespace
+/// bytes so far, and whether the parser read to the end.
+#[derive(Default)]
+struct BodyTail {
+    ends: std::sync::Mutex<(Ends, bool)>,
+}
+
+impl BodyTail {
+    fn saw(&self, chunk: &[u8]) {
+        let (first, last) = ends(chunk);
+        let mut seen = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let ((seen_first, seen_last), _) = &mut *seen;
+        if seen_first.is_none() {
+            *seen_first = first;
+        }
+        if let Some(b) = last.or(first) {
+            *seen_last = Some(b);
+        }
+    }
+
+    fn ended(&self) {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+    }
+
+    /// The ends of the body if the parser read to its end; if it stopped
+    /// before, its error is not at the end, so not a cut.
+    fn ends_if_read(&self) -> Option<Ends> {
+        let (ends, at_end) = *self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        at_end.then_some(ends)
+    }
 }
 
 impl std::io::Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
+                Some(chunk) => {
+                    self.tail.saw(&chunk);
+                    self.current = chunk;
+                }
+                None => {
+                    self.tail.ended();
+                    return Ok(0);
+                }
             }
         }
         let n = buf.len().min(self.current.len());
@@ -320,8 +387,9 @@ impl Transport {
                 body.extend_from_slice(&chunk);
             }
             parse(&body).map_err(|e| {
+                let cut = e.cut_short(ends(&body));
                 let detail = format!("{} (body starts {:?})", e.detail, excerpt(&body));
-                self.body_error(what, e.truncated, detail)
+                self.body_error(what, cut, detail)
             })
         };
         self.with_retries(what, deadline, attempt).await
@@ -342,12 +410,13 @@ impl Transport {
             let mut response = self.start(what, &build, deadline).await?;
             let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
             let parse = parse.clone();
-            let parser = tokio::task::spawn_blocking(move || {
-                parse(BodyReader {
-                    rx,
-                    current: bytes::Bytes::new(),
-                })
-            });
+            let tail = Arc::new(BodyTail::default());
+            let reader = BodyReader {
+                rx,
+                current: bytes::Bytes::new(),
+                tail: tail.clone(),
+            };
+            let parser = tokio::task::spawn_blocking(move || parse(reader));
             let mut cut = None;
             loop {
                 match response.chunk().await {
@@ -373,7 +442,13 @@ impl Transport {
             if let Some(e) = cut {
                 return Err(e);
             }
-            parsed.map_err(|e| self.body_error(what, e.truncated, e.detail))
+            parsed.map_err(|e| {
+                let cut = match tail.ends_if_read() {
+                    Some(ends) => e.cut_short(ends),
+                    None => e.truncated,
+                };
+                self.body_error(what, cut, e.detail)
+            })
         };
         self.with_retries(what, deadline, attempt).await
     }
@@ -586,6 +661,47 @@ fn excerpt(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_cut_anywhere_count_as_truncated_and_whole_bad_bodies_do_not() {
+        // Devices are first taken as raw JSON, as both clients do.
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Page {
+            results: Vec<Box<serde_json::value::RawValue>>,
+        }
+        let parse =
+            |body: &[u8]| BodyError::from(serde_json::from_slice::<Page>(body).unwrap_err());
+        let whole = br#"{"results":[{"id":"a","latitude":0.25,"ok":true,"n":[-0.5,1e3]}]}"#;
+        let mut not_eof = 0;
+        for at in 1..whole.len() {
+            let body = &whole[..at];
+            let e = parse(body);
+            assert!(
+                e.cut_short(ends(body)),
+                "{:?}: {e:?}",
+                String::from_utf8_lossy(body)
+            );
+            not_eof += usize::from(!e.truncated);
+        }
+        // A number cut after its point or exponent (`0.`, `1e`) inside raw
+        // JSON is "invalid number" to serde_json, not EOF: the case the tail
+        // check is for.
+        assert!(not_eof > 0);
+        for bad in [
+            &br#"{"results":[1,]}"#[..],
+            br#"{"results": nope}"#,
+            b"<html><body>Service unavailable</body></html>",
+            b"<html><body>Service unav",
+            br#"{"results":[{"id":"a","latitude":1.,"ok":true}]}"#,
+            b"[}",
+        ] {
+            let e = parse(bad);
+            assert!(!e.cut_short(ends(bad)), "{e:?}");
+        }
+        let wrong_type = BodyError::from("results is not a list");
+        assert!(!wrong_type.cut_short((Some(b'{'), Some(b'x'))));
+    }
 
     #[test]
     fn base_url_accepts_https_and_loopback_http_only() {

@@ -130,6 +130,11 @@ pub enum Fault {
     Reset,
     /// Handle the request, then send `200` with the first half of the body.
     Truncated,
+    /// Handle the request, then send `200` with the body cut inside its first
+    /// decimal number, right after the point (`"latency": 12.`): a cut JSON
+    /// parsers report as a bad number rather than as an early end. Falls
+    /// back to the first half when the body has no decimal number.
+    TruncatedInNumber,
     /// Send `200` with an HTML body instead of JSON.
     NonJson,
     /// List endpoints: one device of the response loses its `id` (and, on
@@ -337,7 +342,13 @@ pub(crate) async fn dispatch(
             "<html><head><title>Maintenance</title></head><body><h1>Service temporarily unavailable</h1></body></html>",
         )
             .into_response(),
-        Some(Fault::Truncated) => truncate(inner(gate, req, next).await).await,
+        Some(Fault::Truncated) => truncate(inner(gate, req, next).await, half).await,
+        Some(Fault::TruncatedInNumber) => {
+            truncate(inner(gate, req, next).await, |b| {
+                after_decimal_point(b).unwrap_or_else(|| half(b))
+            })
+            .await
+        }
         Some(f @ (Fault::CorruptDevice | Fault::RepeatDevice | Fault::EmptyPage)) => {
             req.extensions_mut().insert(ActiveFault(f));
             inner(gate, req, next).await
@@ -391,13 +402,39 @@ fn reset_response() -> Response {
     response
 }
 
-async fn truncate(response: Response) -> Response {
+/// Where `Fault::Truncated` cuts a body.
+fn half(body: &[u8]) -> usize {
+    body.len() / 2
+}
+
+/// Just after the point of the first decimal number outside a string.
+fn after_decimal_point(body: &[u8]) -> Option<usize> {
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in body.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'.' && i > 0 && body[i - 1].is_ascii_digit() {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+async fn truncate(response: Response, at: impl FnOnce(&[u8]) -> usize) -> Response {
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
     let cut = if bytes.len() > 1 {
-        bytes.slice(..bytes.len() / 2)
+        let at = at(&bytes).clamp(1, bytes.len() - 1);
+        bytes.slice(..at)
     } else {
         Bytes::from_static(b"{\"")
     };
@@ -610,6 +647,15 @@ mod tests {
         assert!(t.remove("1").is_some());
         assert!(t.get("a").is_none());
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn cut_in_number_lands_after_the_first_decimal_point_outside_strings() {
+        let body = br#"{"v":"1.78.1","x\"1.":2,"lat":48.85,"lng":2.35}"#;
+        let at = after_decimal_point(body).unwrap();
+        assert_eq!(&body[..at], br#"{"v":"1.78.1","x\"1.":2,"lat":48."#);
+        assert!(serde_json::from_slice::<serde_json::Value>(&body[..at]).is_err());
+        assert_eq!(after_decimal_point(br#"{"n":12,"s":"3.4"}"#), None);
     }
 
     #[test]

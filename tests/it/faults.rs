@@ -193,6 +193,27 @@ async fn truncated_body_is_retried() {
 }
 
 #[tokio::test]
+async fn body_cut_inside_a_number_is_retried() {
+    // serde_json reports `"latency": 12.` at the end as "invalid number", not
+    // as EOF; the transport still takes it for a cut body. Tailscale's list is
+    // parsed as it streams, TinyMDM's pages whole: both paths are covered.
+    recovers(
+        Source::Tailscale,
+        Route::ListDevices,
+        Fault::TruncatedInNumber,
+        1,
+    )
+    .await;
+    recovers(
+        Source::Tinymdm,
+        Route::ListDevices,
+        Fault::TruncatedInNumber,
+        2,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn early_token_expiry_refreshes_once() {
     recovers(
         Source::Tailscale,

@@ -124,6 +124,23 @@ async fn bad_events_are_invalid_input_naming_the_field() {
             serde_json::json!({"run_id": "abc"}),
             "run_id",
         ),
+        // Arrays would otherwise be read positionally into the fields.
+        (
+            StepName::PruneDevices,
+            serde_json::json!(["p-1"]),
+            "expected a JSON object",
+        ),
+        (StepName::PlanPrune, serde_json::json!([]), "got an array"),
+        (
+            StepName::SyncTinymdm,
+            serde_json::json!("go"),
+            "got a string",
+        ),
+        (
+            StepName::SyncTailscale,
+            serde_json::json!(3),
+            "got a number",
+        ),
     ];
     for (step, payload, field) in cases {
         let err = handle(&deps, step, invocation(payload.clone()))

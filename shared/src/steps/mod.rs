@@ -19,10 +19,17 @@ pub mod sync_tinymdm;
 /// `InvalidInput` with the path of the field at fault.
 pub fn parse_input<T: DeserializeOwned>(event: serde_json::Value) -> Result<T, StepError> {
     // Step Functions may pass `null` for an empty input.
-    let event = if event.is_null() {
-        serde_json::Value::Object(Default::default())
-    } else {
-        event
+    let event = match event {
+        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+        serde_json::Value::Object(_) => event,
+        // serde would read an array positionally into the struct's fields
+        // (`["p-1"]` as a plan id), which no caller means: only objects.
+        other => {
+            return Err(StepError::InvalidInput(format!(
+                "invalid input: expected a JSON object (or null), got {}",
+                json_kind(&other)
+            )));
+        }
     };
     serde_path_to_error::deserialize(event).map_err(|e| {
         let path = e.path().to_string();
@@ -33,6 +40,17 @@ pub fn parse_input<T: DeserializeOwned>(event: serde_json::Value) -> Result<T, S
             StepError::InvalidInput(format!("invalid input field {path}: {inner}"))
         }
     })
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// A new run id: a UUIDv7, so ids sort by time.
