@@ -7,7 +7,8 @@
 use crate::counter::DdbTotals;
 use crate::{SimsInfo, SyncReport, coldstart, dynamo_client};
 use anyhow::{Context, Result, bail};
-use fleetsync::store::DynamoStore;
+use fleetsync::model::Source;
+use fleetsync::store::{DynamoStore, SqliteStore, Store as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
@@ -229,6 +230,8 @@ pub async fn run(a: RunArgs) -> Result<()> {
                 let _ = std::fs::remove_file(&sqlite);
             }
         }
+        // Items the DynamoDB table must hold after each phase (see `check_stored`).
+        let mut expected_items = 0u64;
         for (i, phase) in group.phases.iter().enumerate() {
             let churned = if *phase == "churn" {
                 let r: Value = http
@@ -297,6 +300,17 @@ pub async fn run(a: RunArgs) -> Result<()> {
                 rate_bound_seconds: rate_bound,
             };
             eprintln!("    {}", line(&r));
+            check_counts(&group, phase, &report, churned)?;
+            // The tenant marker (once), the run record, a record per new device
+            // and a history entry per added, changed or removed device.
+            expected_items += u64::from(i == 0)
+                + 1
+                + report.added
+                + (report.added + report.changed + report.removed);
+            match group.store {
+                Store::Dynamodb => check_items(&ddb, &table, expected_items).await?,
+                Store::Sqlite => check_sqlite(&group, &sqlite).await?,
+            }
             runs.push(r);
             if let Some(script) = baseline
                 && group.baseline
@@ -375,6 +389,84 @@ pub async fn run(a: RunArgs) -> Result<()> {
     }
     std::fs::write(&a.out, serde_json::to_string_pretty(&out)?)?;
     eprintln!("==> wrote {}", a.out.display());
+    Ok(())
+}
+
+/// Checks what a fleetsync phase reported against the fleet the simulator
+/// serves and the changes it made, so a run that completes has synced every
+/// device (the load scenarios of issue 5: 50,000 Tailscale devices and 20,000
+/// TinyMDM devices into emulated DynamoDB).
+fn check_counts(group: &Group, phase: &str, r: &SyncReport, churned: Option<u64>) -> Result<()> {
+    let n = group.devices as u64;
+    let churned = churned.unwrap_or(0);
+    let (added, changed_ok, unchanged_ok) = match phase {
+        "first" => (n, r.changed == 0, r.unchanged == 0),
+        "nochange" => (0, r.changed == 0, r.unchanged == n),
+        // Tailscale's churn changes the client version (content) of each
+        // device it picks; TinyMDM's changes the battery (volatile, not a
+        // change) and only sometimes the OS version.
+        _ if group.source == "tailscale" => (0, r.changed == churned, r.unchanged + churned == n),
+        _ => (0, r.changed <= churned, r.unchanged + r.changed == n),
+    };
+    if r.devices != n
+        || r.added != added
+        || r.removed != 0
+        || r.invalid != 0
+        || !changed_ok
+        || !unchanged_ok
+    {
+        bail!(
+            "{} {phase}: wrong counts for a fleet of {n} ({churned} churned): {} devices, \
+             {} added, {} changed, {} unchanged, {} removed, {} invalid",
+            group.name,
+            r.devices,
+            r.added,
+            r.changed,
+            r.unchanged,
+            r.removed,
+            r.invalid
+        );
+    }
+    Ok(())
+}
+
+/// Checks the number of items in the bench's DynamoDB table: one record per
+/// device, one history entry per added/changed/removed device, one run record
+/// per sync and the tenant marker. The emulator's `ItemCount` is exact (real
+/// DynamoDB refreshes it about every six hours), and it costs one request
+/// where reading 50,000 records back costs the emulator many minutes.
+async fn check_items(ddb: &aws_sdk_dynamodb::Client, table: &str, expected: u64) -> Result<()> {
+    let described = ddb.describe_table().table_name(table).send().await?;
+    let count = described
+        .table()
+        .and_then(|t| t.item_count())
+        .context("DescribeTable without ItemCount")?;
+    if u64::try_from(count).ok() != Some(expected) {
+        bail!("table {table} holds {count} items, expected {expected}");
+    }
+    Ok(())
+}
+
+/// Checks that the SQLite store holds one current record per device.
+async fn check_sqlite(group: &Group, path: &std::path::Path) -> Result<()> {
+    let store = SqliteStore::open(path)?;
+    let source = match group.source {
+        "tailscale" => Source::Tailscale,
+        _ => Source::Tinymdm,
+    };
+    let tenants = store.tenants(source).await?;
+    let [tenant] = tenants.as_slice() else {
+        bail!("{}: expected one tenant, found {tenants:?}", group.name);
+    };
+    let states = store.device_states(source, tenant).await?;
+    let current = states.iter().filter(|s| s.removed_at.is_none()).count();
+    if current != group.devices {
+        bail!(
+            "{}: the store holds {current} current devices, expected {}",
+            group.name,
+            group.devices
+        );
+    }
     Ok(())
 }
 

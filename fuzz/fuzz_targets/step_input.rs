@@ -77,12 +77,21 @@ fuzz_target!(|body: &[u8]| {
     let Ok(event) = serde_json::from_slice::<Value>(body) else {
         return;
     };
-    parse::<SyncTailscaleInput>(&event);
-    parse::<SyncTinymdmInput>(&event);
-    if let Some(input) = parse::<PlanPruneInput>(&event) {
+    // Only an object (or null) is an event: serde would read an array
+    // positionally, so that form must be refused for every step.
+    let object = event.is_object() || event.is_null();
+    let ts = parse::<SyncTailscaleInput>(&event).is_some();
+    let mdm = parse::<SyncTinymdmInput>(&event).is_some();
+    let plan = parse::<PlanPruneInput>(&event);
+    let prune = parse::<PruneDevicesInput>(&event);
+    assert!(
+        object || !(ts || mdm || plan.is_some() || prune.is_some()),
+        "a non-object event was accepted: {event}"
+    );
+    if let Some(input) = plan {
         plan_prune(&input);
     }
-    if let Some(input) = parse::<PruneDevicesInput>(&event) {
+    if let Some(input) = prune {
         let _ = input.plan_id.trim();
     }
 });

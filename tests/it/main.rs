@@ -1,6 +1,7 @@
 //! Integration tests across crates, in one test binary: the Store contract on
 //! emulated DynamoDB, both API clients and the four steps against the
-//! simulators, the Lambda entry point with the sample events, and the log check.
+//! simulators, the Lambda entry point with the sample events (the log check is the
+//! `logs` test binary).
 //!
 //! `scripts/test.sh` starts the AWS emulator and passes its endpoint in
 //! `FLEETSYNC_TEST_AWS_ENDPOINT`; shared helpers live in `support` and `world`.
@@ -10,7 +11,6 @@ mod dynamo_store;
 mod faults;
 mod flow;
 mod handlers;
-mod logs;
 mod prune;
 mod secrets;
 mod steps;

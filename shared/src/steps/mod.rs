@@ -4,7 +4,7 @@
 
 use crate::deps::Deps;
 use crate::error::StepError;
-use crate::model::{DeviceState, RunStatus, Source, SyncCommit, SyncCounts, SyncRun};
+use crate::model::{DeviceRecord, DeviceState, RunStatus, Source, SyncCommit, SyncCounts, SyncRun};
 use crate::sync::{self, Listed, Observed, SyncContext};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
@@ -137,28 +137,20 @@ impl RunFrame<'_> {
         err
     }
 
-    /// Diffs a complete listing against the store and commits the changes and
-    /// the run record.
+    /// Diffs a complete listing against `prev` (every stored device of the
+    /// source and tenant) and commits the changes and the run record.
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &self,
         deps: &Deps,
+        prev: Vec<DeviceRecord>,
         observed: Vec<Observed>,
         invalid_reasons: Vec<String>,
         pages: u64,
         http_requests: u64,
         volatile_keys: &[&str],
     ) -> Result<SyncRun, StepError> {
-        let prev = deps.store.current_devices(self.source, self.tenant).await?;
-        let ctx = SyncContext {
-            source: self.source,
-            tenant: self.tenant,
-            run_id: self.run_id,
-            synced_at: self.synced_at,
-            last_seen_resolution: deps.settings.last_seen_resolution(),
-            history_expires_at: expiry(self.synced_at, deps.settings.history_retention_days),
-            volatile_keys,
-            allow_removals: invalid_reasons.is_empty(),
-        };
+        let ctx = self.context(deps, volatile_keys, invalid_reasons.is_empty());
         if !ctx.allow_removals {
             tracing::warn!(source = %self.source, invalid = invalid_reasons.len(), "unreadable devices in the listing: no device is marked removed this run");
         }

@@ -123,11 +123,14 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
     } else {
         None
     };
+    // Read once: the diff's previous state, and the apps to carry over when
+    // this run fetches none.
+    let prev = deps.store.current_devices(Source::Tinymdm, &tenant).await?;
     let mut stored: HashMap<String, Value> = HashMap::new();
     if apps.is_none() {
-        for rec in deps.store.current_devices(Source::Tinymdm, &tenant).await? {
-            if let Some(a) = stored_apps(&rec) {
-                stored.insert(rec.device_id, a);
+        for rec in &prev {
+            if let Some(a) = stored_apps(rec) {
+                stored.insert(rec.device_id.clone(), a);
             }
         }
     }
@@ -147,6 +150,7 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
     let run = frame
         .commit(
             deps,
+            prev,
             observed,
             invalid,
             list.pages,

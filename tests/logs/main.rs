@@ -1,5 +1,13 @@
 //! No secret, API key or token ever reaches a log line: a whole pipeline runs
 //! with every target logging at TRACE into a buffer, which is then searched.
+//!
+//! A test binary of its own: tracing caches per call site whether anyone
+//! listens, and a call site first reached by another test's thread while this
+//! test installs its subscriber can stay cached as unheard, losing lines.
+
+#[allow(dead_code)]
+#[path = "../it/world.rs"]
+mod world;
 
 use crate::world::{World, sqlite};
 use chrono::Utc;
