@@ -122,6 +122,36 @@ impl SqliteStore {
         })
     }
 
+    /// Every device row of a source and tenant in id order, each body decoded
+    /// as `T` (a whole record, or only the state a sync compares).
+    async fn device_rows<T: DeserializeOwned + Send + 'static>(
+        &self,
+        source: Source,
+        tenant: &str,
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT device_id, body FROM devices WHERE source = ?1 AND tenant = ?2 \
+                     ORDER BY device_id",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![source.as_str(), tenant], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db_err)?;
+            rows.map(|row| {
+                let (id, body) = row.map_err(db_err)?;
+                decode(what, &id, &body)
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -202,26 +232,7 @@ impl Store for SqliteStore {
         source: Source,
         tenant: &str,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let tenant = tenant.to_string();
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT device_id, body FROM devices WHERE source = ?1 AND tenant = ?2 \
-                     ORDER BY device_id",
-                )
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![source.as_str(), tenant], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(db_err)?;
-            rows.map(|row| {
-                let (id, body) = row.map_err(db_err)?;
-                decode("device", &id, &body)
-            })
-            .collect()
-        })
-        .await
+        self.device_rows(source, tenant, "device").await
     }
 
     /// Decodes each row's body straight into the state, so the raw JSON and
@@ -231,24 +242,35 @@ impl Store for SqliteStore {
         source: Source,
         tenant: &str,
     ) -> Result<Vec<DeviceState>, StoreError> {
-        let tenant = tenant.to_string();
+        self.device_rows(source, tenant, "device state").await
+    }
+
+    /// One primary-key lookup per id: a re-sync fetches only the records it
+    /// rewrites, never the whole fleet.
+    async fn devices_by_id(
+        &self,
+        source: Source,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let (tenant, ids) = (tenant.to_string(), ids.to_vec());
         self.with_conn(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT device_id, body FROM devices WHERE source = ?1 AND tenant = ?2 \
-                     ORDER BY device_id",
+                    "SELECT body FROM devices WHERE source = ?1 AND tenant = ?2 AND device_id = ?3",
                 )
                 .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![source.as_str(), tenant], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(db_err)?;
-            rows.map(|row| {
-                let (id, body) = row.map_err(db_err)?;
-                decode("device state", &id, &body)
-            })
-            .collect()
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let body: Option<String> = stmt
+                    .query_row(params![source.as_str(), tenant, id], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err)?;
+                if let Some(body) = body {
+                    out.push(decode("device", id, &body)?);
+                }
+            }
+            Ok(out)
         })
         .await
     }
