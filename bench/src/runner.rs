@@ -7,7 +7,7 @@
 use crate::counter::DdbTotals;
 use crate::{SimsInfo, SyncReport, coldstart, dynamo_client};
 use anyhow::{Context, Result, bail};
-use fleetsync::model::Source;
+use fleetsync::model::{RunStatus, Source};
 use fleetsync::store::{DynamoStore, SqliteStore, Store as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -230,8 +230,8 @@ pub async fn run(a: RunArgs) -> Result<()> {
                 let _ = std::fs::remove_file(&sqlite);
             }
         }
-        // Items the DynamoDB table must hold after each phase (see `check_stored`).
-        let mut expected_items = 0u64;
+        // History entries written so far (see `check_items`).
+        let mut history = 0u64;
         for (i, phase) in group.phases.iter().enumerate() {
             let churned = if *phase == "churn" {
                 let r: Value = http
@@ -301,15 +301,17 @@ pub async fn run(a: RunArgs) -> Result<()> {
             };
             eprintln!("    {}", line(&r));
             check_counts(&group, phase, &report, churned)?;
-            // The tenant marker (once), the run record, a record per new device
-            // and a history entry per added, changed or removed device.
-            expected_items += u64::from(i == 0)
-                + 1
-                + report.added
-                + (report.added + report.changed + report.removed);
+            history += report.added + report.changed + report.removed;
+            // No phase removes a device (the churn only changes some), so the
+            // table holds one record per device of the fleet, the history, a
+            // run record per phase and the tenant marker.
+            let phases_done = i as u64 + 1;
             match group.store {
-                Store::Dynamodb => check_items(&ddb, &table, expected_items).await?,
-                Store::Sqlite => check_sqlite(&group, &sqlite).await?,
+                Store::Dynamodb => {
+                    let expected = group.devices as u64 + history + phases_done + 1;
+                    check_items(&ddb, &table, expected).await?
+                }
+                Store::Sqlite => check_sqlite(&group, &sqlite, phases_done).await?,
             }
             runs.push(r);
             if let Some(script) = baseline
@@ -447,8 +449,9 @@ async fn check_items(ddb: &aws_sdk_dynamodb::Client, table: &str, expected: u64)
     Ok(())
 }
 
-/// Checks that the SQLite store holds one current record per device.
-async fn check_sqlite(group: &Group, path: &std::path::Path) -> Result<()> {
+/// Checks that the SQLite store holds one current record per device and one
+/// succeeded run record per phase.
+async fn check_sqlite(group: &Group, path: &std::path::Path, runs: u64) -> Result<()> {
     let store = SqliteStore::open(path)?;
     let source = match group.source {
         "tailscale" => Source::Tailscale,
@@ -458,6 +461,18 @@ async fn check_sqlite(group: &Group, path: &std::path::Path) -> Result<()> {
     let [tenant] = tenants.as_slice() else {
         bail!("{}: expected one tenant, found {tenants:?}", group.name);
     };
+    let stored_runs = store.list_runs(source, tenant, runs as usize + 1).await?;
+    let succeeded = stored_runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
+        .count();
+    if stored_runs.len() as u64 != runs || succeeded as u64 != runs {
+        bail!(
+            "{}: the store holds {} run records ({succeeded} succeeded), expected {runs}",
+            group.name,
+            stored_runs.len()
+        );
+    }
     let states = store.device_states(source, tenant).await?;
     let current = states.iter().filter(|s| s.removed_at.is_none()).count();
     if current != group.devices {

@@ -107,18 +107,21 @@ pub struct BodyError {
     pub detail: String,
     /// The body ended early (truncated JSON): worth another try.
     pub truncated: bool,
-    /// The body is not well-formed JSON. If it also does not end the way a
-    /// JSON object or array ends, the transport takes it as cut short: a body
-    /// cut inside a number (`"lastSeen": 17`, `1.`) or a literal is reported
-    /// by serde_json as a syntax error at the end, not as EOF.
-    pub syntax: bool,
+    /// Where serde_json found an invalid number (line, column), if it did. A
+    /// body cut inside a number (`"latitude": 0.`, `1e`, `-`) is reported so,
+    /// not as EOF: at the body's last non-whitespace byte, on a body that
+    /// starts like a JSON object or array, the transport takes it as cut.
+    pub bad_number_at: Option<(usize, usize)>,
 }
 
 impl From<serde_json::Error> for BodyError {
     fn from(e: serde_json::Error) -> Self {
         BodyError {
             truncated: e.is_eof(),
-            syntax: e.is_syntax() || e.is_eof(),
+            // The one error other than EOF that a cut can cause (serde_json
+            // has no public error code for it, hence the message).
+            bad_number_at: (e.is_syntax() && e.to_string().starts_with("invalid number"))
+                .then(|| (e.line(), e.column())),
             detail: e.to_string(),
         }
     }
@@ -129,35 +132,87 @@ impl From<String> for BodyError {
         BodyError {
             detail,
             truncated: false,
-            syntax: false,
+            bad_number_at: None,
         }
     }
-}
-
-impl BodyError {
-    /// Whether to treat the failure as a body cut short, given the first
-    /// and last non-whitespace bytes of the body. Every response both APIs
-    /// send is a JSON object or array, so a body that starts like one and
-    /// does not end like one was cut (an HTML error page starts otherwise).
-    fn cut_short(&self, (first, last): Ends) -> bool {
-        self.truncated
-            || (self.syntax
-                && matches!(first, Some(b'{' | b'['))
-                && !matches!(last, Some(b'}' | b']')))
-    }
-}
-
-/// The first and last non-whitespace bytes of a body.
-type Ends = (Option<u8>, Option<u8>);
-
-fn ends(body: &[u8]) -> Ends {
-    let mut significant = body.iter().copied().filter(|b| !b.is_ascii_whitespace());
-    (significant.next(), significant.next_back())
 }
 
 impl From<&str> for BodyError {
     fn from(detail: &str) -> Self {
         detail.to_string().into()
+    }
+}
+
+impl BodyError {
+    /// Whether to treat the failure as a body cut short, given a scan of the
+    /// whole body: an early end, or an invalid number at the very end of a
+    /// body that starts like a JSON object or array (every response both APIs
+    /// send is one). A bad number inside a body, junk after a complete one or
+    /// a text that merely starts with `[` is not a cut and is not retried.
+    fn cut_short(&self, scan: &Scan) -> bool {
+        self.truncated
+            || (matches!(scan.first, Some(b'{' | b'['))
+                && matches!((self.bad_number_at, scan.last), (Some(at), Some(last)) if at >= last))
+    }
+}
+
+/// The first non-whitespace byte of a body and the position of its last
+/// one, counted the way serde_json reports errors: lines from 1, columns as
+/// bytes since the last newline (the byte itself included).
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    first: Option<u8>,
+    last: Option<(usize, usize)>,
+    line: usize,
+    column: usize,
+}
+
+impl Default for Scan {
+    fn default() -> Self {
+        Scan {
+            first: None,
+            last: None,
+            line: 1,
+            column: 0,
+        }
+    }
+}
+
+impl Scan {
+    fn of(body: &[u8]) -> Scan {
+        let mut scan = Scan::default();
+        scan.feed(body);
+        scan
+    }
+
+    /// Takes in the next part of the body.
+    fn feed(&mut self, part: &[u8]) {
+        if self.first.is_none() {
+            self.first = part.iter().copied().find(|b| !b.is_ascii_whitespace());
+        }
+        // Position of `part[i]`: lines and columns carried from before it.
+        let (line, column) = (self.line, self.column);
+        let position = |i: usize| {
+            let before = &part[..i];
+            match before.iter().rposition(|&b| b == b'\n') {
+                Some(nl) => (
+                    line + before.iter().filter(|&&b| b == b'\n').count(),
+                    i - nl,
+                ),
+                None => (line, column + i + 1),
+            }
+        };
+        if let Some(i) = part.iter().rposition(|b| !b.is_ascii_whitespace()) {
+            self.last = Some(position(i));
+        }
+        if !part.is_empty() {
+            let end = position(part.len() - 1);
+            (self.line, self.column) = if part[part.len() - 1] == b'\n' {
+                (end.0 + 1, 0)
+            } else {
+                end
+            };
+        }
     }
 }
 
@@ -172,35 +227,21 @@ pub struct BodyReader {
     tail: Arc<BodyTail>,
 }
 
-/// What a `BodyReader` saw of the body: its first and last non-whitespace
-/// bytes so far, and whether the parser read to the end.
+/// What a `BodyReader` saw of the body: a `Scan` of it so far, and whether
+/// the parser read to the end.
 #[derive(Default)]
-struct BodyTail {
-    ends: std::sync::Mutex<(Ends, bool)>,
-}
+struct BodyTail(std::sync::Mutex<(Scan, bool)>);
 
 impl BodyTail {
-    fn saw(&self, chunk: &[u8]) {
-        let (first, last) = ends(chunk);
-        let mut seen = self.ends.lock().unwrap_or_else(|p| p.into_inner());
-        let ((seen_first, seen_last), _) = &mut *seen;
-        if seen_first.is_none() {
-            *seen_first = first;
-        }
-        if let Some(b) = last.or(first) {
-            *seen_last = Some(b);
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Scan, bool)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ended(&self) {
-        self.ends.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
-    }
-
-    /// The ends of the body if the parser read to its end; if it stopped
-    /// before, its error is not at the end, so not a cut.
-    fn ends_if_read(&self) -> Option<Ends> {
-        let (ends, at_end) = *self.ends.lock().unwrap_or_else(|p| p.into_inner());
-        at_end.then_some(ends)
+    /// The scan of the whole body if the parser read to its end; if it
+    /// stopped before, its error is not at the end, so not a cut.
+    fn scan_if_read(&self) -> Option<Scan> {
+        let (scan, at_end) = *self.lock();
+        at_end.then_some(scan)
     }
 }
 
@@ -209,11 +250,11 @@ impl std::io::Read for BodyReader {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 Some(chunk) => {
-                    self.tail.saw(&chunk);
+                    self.tail.lock().0.feed(&chunk);
                     self.current = chunk;
                 }
                 None => {
-                    self.tail.ended();
+                    self.tail.lock().1 = true;
                     return Ok(0);
                 }
             }
@@ -387,7 +428,7 @@ impl Transport {
                 body.extend_from_slice(&chunk);
             }
             parse(&body).map_err(|e| {
-                let cut = e.cut_short(ends(&body));
+                let cut = e.cut_short(&Scan::of(&body));
                 let detail = format!("{} (body starts {:?})", e.detail, excerpt(&body));
                 self.body_error(what, cut, detail)
             })
@@ -443,8 +484,8 @@ impl Transport {
                 return Err(e);
             }
             parsed.map_err(|e| {
-                let cut = match tail.ends_if_read() {
-                    Some(ends) => e.cut_short(ends),
+                let cut = match tail.scan_if_read() {
+                    Some(scan) => e.cut_short(&scan),
                     None => e.truncated,
                 };
                 self.body_error(what, cut, e.detail)
@@ -672,35 +713,76 @@ mod tests {
         }
         let parse =
             |body: &[u8]| BodyError::from(serde_json::from_slice::<Page>(body).unwrap_err());
-        let whole = br#"{"results":[{"id":"a","latitude":0.25,"ok":true,"n":[-0.5,1e3]}]}"#;
+        // Scanned whole, and fed in parts as the streaming path does.
+        let scans = |body: &[u8]| {
+            let mut parts = Scan::default();
+            for part in body.chunks(3) {
+                parts.feed(part);
+            }
+            [Scan::of(body), parts]
+        };
+        let whole =
+            b"{\"results\":[{\"id\":\"a\",\n \"latitude\":0.25,\"ok\":true,\"n\":[-0.5,1e3]}]}\n";
         let mut not_eof = 0;
-        for at in 1..whole.len() {
+        for at in 1..whole.len() - 1 {
             let body = &whole[..at];
             let e = parse(body);
-            assert!(
-                e.cut_short(ends(body)),
-                "{:?}: {e:?}",
-                String::from_utf8_lossy(body)
-            );
+            for scan in scans(body) {
+                assert!(
+                    e.cut_short(&scan),
+                    "{:?}: {e:?} {scan:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
             not_eof += usize::from(!e.truncated);
         }
         // A number cut after its point or exponent (`0.`, `1e`) inside raw
-        // JSON is "invalid number" to serde_json, not EOF: the case the tail
-        // check is for.
+        // JSON is "invalid number" to serde_json, not EOF: the case the
+        // position check is for.
         assert!(not_eof > 0);
         for bad in [
             &br#"{"results":[1,]}"#[..],
             br#"{"results": nope}"#,
+            br#"{"results":[{"id":"a","latitude":1.,"ok":true}]}"#,
+            b"{\"results\":[{\"id\":\"a\",\"latitude\":1.\n}]}",
+            br#"{"results":[]}garbage"#,
+            b"{\"results\":[]}\n x \n",
+            b"[error] upstream timed out",
             b"<html><body>Service unavailable</body></html>",
             b"<html><body>Service unav",
-            br#"{"results":[{"id":"a","latitude":1.,"ok":true}]}"#,
             b"[}",
         ] {
             let e = parse(bad);
-            assert!(!e.cut_short(ends(bad)), "{e:?}");
+            for scan in scans(bad) {
+                assert!(
+                    !e.cut_short(&scan),
+                    "{:?}: {e:?}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
         }
         let wrong_type = BodyError::from("results is not a list");
-        assert!(!wrong_type.cut_short((Some(b'{'), Some(b'x'))));
+        assert!(!wrong_type.cut_short(&Scan::of(b"{\"results\": 1}")));
+    }
+
+    #[test]
+    fn scan_positions_match_serde_json_error_positions() {
+        // Each fails at its last non-whitespace byte.
+        for body in [
+            &b"{\"a\": [1, 2,\n  3."[..],
+            b"\n\n  {\"b\":\n-",
+            b"{\"c\":\"x\"} y",
+            b"\n[1e",
+        ] {
+            let e = serde_json::from_slice::<serde_json::Value>(body).unwrap_err();
+            let last = Scan::of(body).last.unwrap();
+            let mut parts = Scan::default();
+            for part in body.chunks(2) {
+                parts.feed(part);
+            }
+            assert_eq!(parts.last, Some(last));
+            assert_eq!((e.line(), e.column()), last, "{e}");
+        }
     }
 
     #[test]

@@ -770,8 +770,9 @@ pub async fn device_states_and_chosen_records_match_current_devices(store: &dyn 
     let expected: Vec<DeviceState> = devices.iter().map(DeviceState::from).collect();
     assert_eq!(states, expected);
     let ids = vec![
-        devices[3].device_id.clone(),
+        devices[17].device_id.clone(),
         "no-such-device".to_string(),
+        devices[3].device_id.clone(),
         devices[17].device_id.clone(),
     ];
     let got = store

@@ -567,8 +567,9 @@ impl Store for DynamoStore {
         check_tenant(tenant)?;
         let pk = dev_pk(source, tenant);
         let pk = pk.as_str();
+        let ids: std::collections::BTreeSet<&String> = ids.iter().collect();
         let gets = ids
-            .iter()
+            .into_iter()
             .cloned()
             .map(move |id| async move { self.get(pk, &id).await });
         let found: Vec<Option<Item>> = futures::stream::iter(gets)

@@ -77,8 +77,8 @@ pub trait Store: Send + Sync {
         Ok(records.iter().map(DeviceState::from).collect())
     }
 
-    /// The full records of the devices in `ids`; unknown ids are left out.
-    /// The default reads `current_devices`.
+    /// The full records of the devices in `ids`, each once; unknown ids are
+    /// left out. The default reads `current_devices`.
     async fn devices_by_id(
         &self,
         source: Source,

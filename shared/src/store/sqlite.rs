@@ -253,7 +253,9 @@ impl Store for SqliteStore {
         tenant: &str,
         ids: &[String],
     ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let (tenant, ids) = (tenant.to_string(), ids.to_vec());
+        // Each record once, in id order, as the trait's default gives them.
+        let ids: std::collections::BTreeSet<String> = ids.iter().cloned().collect();
+        let tenant = tenant.to_string();
         self.with_conn(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
