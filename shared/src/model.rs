@@ -367,3 +367,21 @@ impl PlanEntry {
         self.reason == Reason::Stale
     }
 }
+
+/// A device object from either API that could not be used, with the reason.
+/// Sync skips it, counts it as `invalid` and reports the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidDevice {
+    /// The id, if one could be read.
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for InvalidDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "device {id}: {}", self.reason),
+            None => write!(f, "device without id: {}", self.reason),
+        }
+    }
+}

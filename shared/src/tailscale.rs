@@ -4,6 +4,7 @@
 
 use crate::http::{ApiError, BodyError, BodyReader, Transport, join, parse_base_url};
 use crate::lenient;
+pub use crate::model::InvalidDevice;
 use crate::secrets::TailscaleCredentials;
 use crate::sync::Listed;
 use async_trait::async_trait;
@@ -58,23 +59,6 @@ pub struct Device {
     pub fingerprint: String,
     /// The object exactly as received, compact.
     pub raw: String,
-}
-
-/// A device object that could not be used, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidDevice {
-    /// The id, if one could be read.
-    pub id: Option<String>,
-    pub reason: String,
-}
-
-impl std::fmt::Display for InvalidDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.id {
-            Some(id) => write!(f, "device {id}: {}", self.reason),
-            None => write!(f, "device without id: {}", self.reason),
-        }
-    }
 }
 
 impl Device {

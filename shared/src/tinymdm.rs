@@ -5,6 +5,7 @@
 
 use crate::http::{ApiError, BodyError, Transport, join, parse_base_url};
 use crate::lenient;
+use crate::model::InvalidDevice;
 use crate::secrets::TinymdmCredentials;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -78,8 +79,7 @@ impl Device {
     }
 
     /// Parses one device object. Only `id` is required.
-    pub fn from_raw(raw: &RawValue) -> Result<Device, crate::tailscale::InvalidDevice> {
-        use crate::tailscale::InvalidDevice;
+    pub fn from_raw(raw: &RawValue) -> Result<Device, InvalidDevice> {
         let obj = match serde_json::from_str::<Value>(raw.get()) {
             Ok(Value::Object(o)) => o,
             _ => {
@@ -173,7 +173,7 @@ fn newest_position(obj: &Map<String, Value>) -> Option<Location> {
 #[derive(Debug, Default)]
 pub struct DeviceList {
     pub devices: Vec<Device>,
-    pub invalid: Vec<crate::tailscale::InvalidDevice>,
+    pub invalid: Vec<InvalidDevice>,
     pub pages: u64,
     /// The `count` the API announced, if it did.
     pub announced: Option<u64>,
@@ -210,7 +210,7 @@ struct Page<'a> {
 /// One parsed page: its devices and the paging fields.
 pub struct ParsedPage {
     /// One entry per `results` member, in order.
-    pub devices: Vec<Result<Device, crate::tailscale::InvalidDevice>>,
+    pub devices: Vec<Result<Device, InvalidDevice>>,
     /// The announced total, when it is a non-negative integer.
     pub count: Option<u64>,
     /// The `next` link, when it is a non-empty string.
@@ -505,7 +505,7 @@ mod tests {
             ..Default::default()
         };
         assert!(!l.is_complete());
-        l.invalid.push(crate::tailscale::InvalidDevice {
+        l.invalid.push(InvalidDevice {
             id: None,
             reason: "x".into(),
         });

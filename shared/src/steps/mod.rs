@@ -137,6 +137,51 @@ impl RunFrame<'_> {
         err
     }
 
+    /// The run record of a sync that is about to commit.
+    fn succeeded(
+        &self,
+        deps: &Deps,
+        mut counts: SyncCounts,
+        invalid_reasons: Vec<String>,
+        pages: u64,
+        http_requests: u64,
+    ) -> SyncRun {
+        counts.invalid = invalid_reasons.len() as u64;
+        let mut run = self.run(deps, RunStatus::Succeeded, counts);
+        run.pages = pages;
+        run.http_requests = http_requests;
+        run.invalid_reasons = invalid_reasons;
+        run
+    }
+
+    /// Logs each device the listing could not use, and that this run
+    /// therefore marks no device removed.
+    fn report_invalid(&self, invalid_reasons: &[String]) {
+        for reason in invalid_reasons {
+            tracing::warn!(source = %self.source, run_id = self.run_id, reason = %reason, "skipped an invalid device");
+        }
+        if !invalid_reasons.is_empty() {
+            tracing::warn!(source = %self.source, invalid = invalid_reasons.len(), "unreadable devices in the listing: no device is marked removed this run");
+        }
+    }
+
+    fn log_complete(&self, run: &SyncRun) {
+        let c = &run.counts;
+        tracing::info!(
+            source = %self.source,
+            tenant = self.tenant,
+            run_id = self.run_id,
+            devices = c.devices,
+            added = c.added,
+            changed = c.changed,
+            removed = c.removed,
+            unchanged = c.unchanged,
+            invalid = c.invalid,
+            pages = run.pages,
+            "sync complete"
+        );
+    }
+
     /// Diffs a complete listing against `prev` (every stored device of the
     /// source and tenant) and commits the changes and the run record.
     #[allow(clippy::too_many_arguments)]
@@ -150,17 +195,10 @@ impl RunFrame<'_> {
         http_requests: u64,
         volatile_keys: &[&str],
     ) -> Result<SyncRun, StepError> {
+        self.report_invalid(&invalid_reasons);
         let ctx = self.context(deps, volatile_keys, invalid_reasons.is_empty());
-        if !ctx.allow_removals {
-            tracing::warn!(source = %self.source, invalid = invalid_reasons.len(), "unreadable devices in the listing: no device is marked removed this run");
-        }
         let changes = sync::diff(&ctx, prev, observed);
-        let mut counts = changes.counts;
-        counts.invalid = invalid_reasons.len() as u64;
-        let mut run = self.run(deps, RunStatus::Succeeded, counts);
-        run.pages = pages;
-        run.http_requests = http_requests;
-        run.invalid_reasons = invalid_reasons;
+        let mut run = self.succeeded(deps, changes.counts, invalid_reasons, pages, http_requests);
         // The run record is written inside the commit, so it carries the
         // DynamoDB request count the commit will take without retries: history
         // and records in batches of 25, then one batch for the run.
@@ -172,6 +210,7 @@ impl RunFrame<'_> {
             run: Some(run.clone()),
         };
         deps.store.commit_sync(&commit).await?;
+        self.log_complete(&run);
         Ok(run)
     }
 }
@@ -213,17 +252,10 @@ impl RunFrame<'_> {
         volatile_keys: &[&str],
         observe: &dyn Fn(&Listed) -> Result<Observed, String>,
     ) -> Result<SyncRun, StepError> {
+        self.report_invalid(&invalid_reasons);
         let ctx = self.context(deps, volatile_keys, invalid_reasons.is_empty());
-        if !ctx.allow_removals {
-            tracing::warn!(source = %self.source, invalid = invalid_reasons.len(), "unreadable devices in the listing: no device is marked removed this run");
-        }
         let plan = sync::plan(&ctx, prev, listed);
-        let mut counts = plan.counts;
-        counts.invalid = invalid_reasons.len() as u64;
-        let mut run = self.run(deps, RunStatus::Succeeded, counts);
-        run.pages = pages;
-        run.http_requests = http_requests;
-        run.invalid_reasons = invalid_reasons;
+        let mut run = self.succeeded(deps, plan.counts, invalid_reasons, pages, http_requests);
         let internal = |e: String| StepError::Internal(format!("internal error: {e}"));
         let mut writes = 0;
         let chunks: Vec<&[sync::Action]> = plan.actions.chunks(COMMIT_CHUNK).collect();
@@ -266,6 +298,7 @@ impl RunFrame<'_> {
             };
             deps.store.commit_sync(&commit).await?;
         }
+        self.log_complete(&run);
         Ok(run)
     }
 }

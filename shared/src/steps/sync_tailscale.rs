@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use tracing::{info, instrument};
+use tracing::instrument;
 
 /// Event of sync-tailscale.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -116,9 +116,6 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
     );
     deps.progress.finish();
     let invalid: Vec<String> = list.invalid.iter().map(ToString::to_string).collect();
-    for reason in &invalid {
-        tracing::warn!(source = "tailscale", run_id = %run_id, reason = %reason, "skipped an invalid device");
-    }
     let run = frame
         .commit_planned(
             deps,
@@ -132,18 +129,6 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
         )
         .await?;
     let c = run.counts;
-    info!(
-        source = "tailscale",
-        tailnet = %tenant,
-        run_id = %run_id,
-        devices = c.devices,
-        added = c.added,
-        changed = c.changed,
-        removed = c.removed,
-        unchanged = c.unchanged,
-        invalid = c.invalid,
-        "sync complete"
-    );
     Ok(SyncTailscaleOutput {
         source: Source::Tailscale,
         tailnet: tenant,

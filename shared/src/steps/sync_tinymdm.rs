@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-use tracing::{info, instrument};
+use tracing::instrument;
 
 /// Event of sync-tinymdm.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -144,9 +144,6 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
         })
         .collect();
     let invalid: Vec<String> = list.invalid.iter().map(ToString::to_string).collect();
-    for reason in &invalid {
-        tracing::warn!(source = "tinymdm", run_id = %run_id, reason = %reason, "skipped an invalid device");
-    }
     let run = frame
         .commit(
             deps,
@@ -159,18 +156,6 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
         )
         .await?;
     let c = run.counts;
-    info!(
-        source = "tinymdm",
-        run_id = %run_id,
-        devices = c.devices,
-        added = c.added,
-        changed = c.changed,
-        removed = c.removed,
-        unchanged = c.unchanged,
-        invalid = c.invalid,
-        pages = run.pages,
-        "sync complete"
-    );
     Ok(SyncTinymdmOutput {
         source: Source::Tinymdm,
         account_id: tenant,
