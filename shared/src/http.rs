@@ -156,6 +156,15 @@ impl BodyError {
     }
 }
 
+/// `e`, the error of parsing all of `text` (a body, or the part of one that
+/// `json_split` parsed), with the decision whether `text` was cut short made
+/// here and no position left for the transport to compare with the body.
+pub(crate) fn cut_short_in(text: &[u8], mut e: BodyError) -> BodyError {
+    e.truncated = e.cut_short(&Scan::of(text));
+    e.bad_number_at = None;
+    e
+}
+
 /// The first non-whitespace byte of a body and the position of its last
 /// one, counted the way serde_json reports errors: lines from 1, columns as
 /// bytes since the last newline (the byte itself included).

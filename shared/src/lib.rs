@@ -10,6 +10,7 @@ pub mod config;
 pub mod deps;
 pub mod error;
 pub mod http;
+pub mod json_split;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod lenient;

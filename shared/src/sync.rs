@@ -127,6 +127,10 @@ pub struct Listed {
     pub raw: Option<String>,
 }
 
+/// Turns a listed device (raw JSON kept) into an `Observed`, given its full
+/// stored record where the build read one.
+pub type Observe<'a> = dyn Fn(&Listed, Option<&DeviceRecord>) -> Result<Observed, String> + 'a;
+
 /// What a sync does to one device; indices point into the listing (`now`)
 /// and the stored states (`prev`) given to `plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,11 +145,24 @@ pub enum Action {
     Remove { prev: usize },
 }
 
+/// Which actions read the full stored record before they are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredRecords {
+    /// Changed and removed devices: the changed fields and the removal need
+    /// the old record; the rest is built from the listing.
+    ChangedAndRemoved,
+    /// Every action on a stored device: the record keeps something the
+    /// listing does not carry (TinyMDM apps in a sync without apps).
+    EveryStored,
+}
+
 impl Action {
-    /// Whether building this action needs the full stored record.
-    pub fn needs_stored_record(self) -> Option<usize> {
-        match self {
-            Action::Change { prev, .. } | Action::Remove { prev } => Some(prev),
+    /// The stored state whose full record building this action needs.
+    pub fn needs_stored_record(self, which: StoredRecords) -> Option<usize> {
+        match (self, which) {
+            (Action::Change { prev, .. } | Action::Remove { prev }, _) => Some(prev),
+            (Action::Refresh { prev, .. }, StoredRecords::EveryStored) => Some(prev),
+            (Action::Add { prev, .. }, StoredRecords::EveryStored) => prev,
             _ => None,
         }
     }
@@ -233,15 +250,16 @@ pub fn plan(ctx: &SyncContext<'_>, prev: &[DeviceState], now: &[Listed]) -> Plan
 
 /// Builds the records and history entries of `actions` (a slice of a plan).
 /// `observe` turns a listed device whose raw JSON was kept into an
-/// `Observed`; `stored` holds the full stored records of the actions that
-/// need one (`Action::needs_stored_record`), by device id.
+/// `Observed`, given its full stored record where one was read; `stored`
+/// holds the full stored records of the actions that need one
+/// (`Action::needs_stored_record`), by device id.
 pub fn build(
     ctx: &SyncContext<'_>,
     actions: &[Action],
     prev: &[DeviceState],
     now: &[Listed],
     stored: &HashMap<String, DeviceRecord>,
-    observe: &dyn Fn(&Listed) -> Result<Observed, String>,
+    observe: &Observe<'_>,
 ) -> Result<Changes, String> {
     let mut out = Changes::default();
     let stored_record = |i: usize| {
@@ -253,14 +271,15 @@ pub fn build(
         match *action {
             Action::Add { now: n, prev: p } => {
                 let times = p.map(|i| (prev[i].first_seen_at, prev[i].updated_at));
-                let rec = record_from(ctx, observe(&now[n])?, times, ChangeKind::Added);
+                let old = p.and_then(|i| stored.get(&prev[i].device_id));
+                let rec = record_from(ctx, observe(&now[n], old)?, times, ChangeKind::Added);
                 out.history
                     .push(history(ctx, &rec, ChangeKind::Added, Vec::new()));
                 out.records.push(rec);
             }
             Action::Change { now: n, prev: i } => {
                 let p = stored_record(i)?;
-                let obs = observe(&now[n])?;
+                let obs = observe(&now[n], Some(p))?;
                 let fields = changed_fields(&p.raw, &obs.raw, ctx.volatile_keys);
                 let rec = new_record(ctx, obs, Some(p), ChangeKind::Changed);
                 out.history
@@ -271,7 +290,7 @@ pub fn build(
                 let times = Some((prev[i].first_seen_at, prev[i].updated_at));
                 out.records.push(record_from(
                     ctx,
-                    observe(&now[n])?,
+                    observe(&now[n], stored.get(&prev[i].device_id))?,
                     times,
                     ChangeKind::Unchanged,
                 ));
@@ -555,7 +574,7 @@ mod tests {
             .iter()
             .map(|o| (o.device_id.clone(), o.clone()))
             .collect();
-        let observe = |l: &Listed| Ok(by_id[&l.device_id].clone());
+        let observe = |l: &Listed, _: Option<&DeviceRecord>| Ok(by_id[&l.device_id].clone());
         let plan = plan(ctx, &states, &list);
         let lean = build(ctx, &plan.actions, &states, &list, &stored, &observe).unwrap();
         let full = diff(ctx, prev, now);

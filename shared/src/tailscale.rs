@@ -10,7 +10,6 @@ use crate::sync::Listed;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
@@ -232,88 +231,16 @@ impl LeanList {
     }
 }
 
-/// Reads `{"devices": [...]}` one device at a time, handing each one's raw
-/// JSON to `each` as soon as it is complete. Other keys are skipped; a missing
-/// or null `devices` is an error.
-struct Envelope<F>(F);
-
-impl<'de, F: FnMut(Box<RawValue>)> Visitor<'de> for Envelope<F> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object with a \"devices\" array")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        let mut found = false;
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "devices" && !found {
-                found = map.next_value_seed(Devices(&mut self.0))?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        if !found {
-            return Err(serde::de::Error::custom(
-                "no \"devices\" array in the response",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The `devices` value: an array (true), or null (false).
-struct Devices<'f, F>(&'f mut F);
-
-impl<'de, F: FnMut(Box<RawValue>)> DeserializeSeed<'de> for Devices<'_, F> {
-    type Value = bool;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de, F: FnMut(Box<RawValue>)> Visitor<'de> for Devices<'_, F> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an array of devices")
-    }
-
-    fn visit_none<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_seq(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
-            (self.0)(raw);
-        }
-        Ok(true)
-    }
-}
-
 /// Parses a device list body as it is read, keeping only a `LeanList`: the
-/// body and the parsed devices are never held whole.
+/// body and the parsed devices are never held whole. Each device is parsed
+/// from its own bytes (see `json_split`); the body is accepted exactly when
+/// `parse_device_list` would accept it, bar the positional `[[...]]` form.
 pub fn parse_lean_list(reader: impl std::io::Read, keep: &KeepRaw) -> Result<LeanList, BodyError> {
     let mut out = LeanList::default();
     let mut seen = HashSet::new();
-    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
-    serde::Deserializer::deserialize_map(
-        &mut de,
-        Envelope(|raw: Box<RawValue>| {
-            let parsed = Device::from_raw(&raw);
-            out.push(&mut seen, keep, parsed);
-        }),
-    )?;
-    de.end()?;
+    crate::json_split::each_element(reader, "devices", |raw| {
+        out.push(&mut seen, keep, Device::from_raw(raw));
+    })?;
     Ok(out)
 }
 

@@ -371,4 +371,48 @@ async fn tinymdm_apps_are_stored_and_kept_by_syncs_without_apps() {
         .unwrap();
     let d = stored.iter().find(|d| &d.device_id == id).unwrap();
     assert_eq!(d.attrs["apps"].as_array().unwrap().len(), apps.len());
+
+    // Content changes in a sync without apps: the stored apps stay.
+    let mut changed = w.mdm.device(id).unwrap();
+    changed.os_version = "99".into();
+    w.mdm.add_device(changed);
+    let no_apps = sync_tinymdm::run(&deps, SyncTinymdmInput::default())
+        .await
+        .unwrap();
+    assert_eq!((no_apps.changed, no_apps.unchanged), (1, 24));
+    let d = w
+        .store
+        .devices_by_id(Source::Tinymdm, "sim-account", std::slice::from_ref(id))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(d.attrs["os_version"], "99");
+    assert_eq!(d.attrs["apps"].as_array().unwrap().len(), apps.len());
+    let history = w
+        .store
+        .device_history(Source::Tinymdm, "sim-account", id, Utc::now())
+        .await
+        .unwrap();
+    let change = history.iter().find(|h| h.run_id == no_apps.run_id).unwrap();
+    assert_eq!(change.changed_fields, vec!["os_version"]);
+
+    // Only the apps change, in a sync with apps: changed, with the new apps.
+    let mut fewer = w.mdm.apps(id);
+    fewer.pop();
+    w.mdm.set_apps(id, fewer.clone());
+    let with_apps = || SyncTinymdmInput {
+        include_apps: true,
+        run_id: None,
+    };
+    let apps_run = sync_tinymdm::run(&deps, with_apps()).await.unwrap();
+    assert_eq!((apps_run.changed, apps_run.unchanged), (1, 24));
+    let d = w
+        .store
+        .devices_by_id(Source::Tinymdm, "sim-account", std::slice::from_ref(id))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(d.attrs["apps"].as_array().unwrap().len(), fewer.len());
+    let again = sync_tinymdm::run(&deps, with_apps()).await.unwrap();
+    assert_eq!((again.changed, again.unchanged), (0, 25));
 }

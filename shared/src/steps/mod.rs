@@ -4,8 +4,8 @@
 
 use crate::deps::Deps;
 use crate::error::StepError;
-use crate::model::{DeviceRecord, DeviceState, RunStatus, Source, SyncCommit, SyncCounts, SyncRun};
-use crate::sync::{self, Listed, Observed, SyncContext};
+use crate::model::{DeviceState, RunStatus, Source, SyncCommit, SyncCounts, SyncRun};
+use crate::sync::{self, Listed, SyncContext};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -85,6 +85,23 @@ pub(crate) fn expiry(from: DateTime<Utc>, days: u32) -> i64 {
 /// Devices per store commit on the lean path: a multiple of the 25 items of
 /// a DynamoDB batch, small enough that the records being written stay a few MB.
 const COMMIT_CHUNK: usize = 250;
+
+/// What a listing said besides its devices, for the run record.
+pub(crate) struct ListingFacts {
+    /// One line per device that could not be read.
+    pub invalid_reasons: Vec<String>,
+    pub pages: u64,
+    pub http_requests: u64,
+}
+
+/// How a source's listed devices become records.
+pub(crate) struct Builder<'a> {
+    /// Top-level raw keys that are not content (see `sync::SyncContext`).
+    pub volatile_keys: &'a [&'a str],
+    /// Which actions read the full stored record first.
+    pub stored: sync::StoredRecords,
+    pub observe: &'a sync::Observe<'a>,
+}
 
 /// The fixed part of one sync run: who, which run, and when.
 pub(crate) struct RunFrame<'a> {
@@ -181,38 +198,6 @@ impl RunFrame<'_> {
             "sync complete"
         );
     }
-
-    /// Diffs a complete listing against `prev` (every stored device of the
-    /// source and tenant) and commits the changes and the run record.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn commit(
-        &self,
-        deps: &Deps,
-        prev: Vec<DeviceRecord>,
-        observed: Vec<Observed>,
-        invalid_reasons: Vec<String>,
-        pages: u64,
-        http_requests: u64,
-        volatile_keys: &[&str],
-    ) -> Result<SyncRun, StepError> {
-        self.report_invalid(&invalid_reasons);
-        let ctx = self.context(deps, volatile_keys, invalid_reasons.is_empty());
-        let changes = sync::diff(&ctx, prev, observed);
-        let mut run = self.succeeded(deps, changes.counts, invalid_reasons, pages, http_requests);
-        // The run record is written inside the commit, so it carries the
-        // DynamoDB request count the commit will take without retries: history
-        // and records in batches of 25, then one batch for the run.
-        run.store_writes =
-            (changes.history.len().div_ceil(25) + changes.records.len().div_ceil(25) + 1) as u64;
-        let commit = SyncCommit {
-            records: changes.records,
-            history: changes.history,
-            run: Some(run.clone()),
-        };
-        deps.store.commit_sync(&commit).await?;
-        self.log_complete(&run);
-        Ok(run)
-    }
 }
 
 impl RunFrame<'_> {
@@ -235,25 +220,26 @@ impl RunFrame<'_> {
         }
     }
 
-    /// The lean form of `commit`: plans against the stored states, then builds
-    /// and writes the records chunk by chunk (history before records, the run
-    /// record last), fetching full stored records only for changed and removed
-    /// devices. A plan that fits one chunk is written in one commit, as
-    /// `commit` does.
-    #[allow(clippy::too_many_arguments)]
+    /// Commits a complete listing: plans against the stored states (no raw
+    /// JSON, no attrs), then builds and writes the records chunk by chunk
+    /// (history before records, the run record last), reading full stored
+    /// records only where `builder.stored` says. A plan that fits one chunk is
+    /// written in one commit, with the run record.
     pub async fn commit_planned(
         &self,
         deps: &Deps,
         prev: &[DeviceState],
         listed: &[Listed],
-        invalid_reasons: Vec<String>,
-        pages: u64,
-        http_requests: u64,
-        volatile_keys: &[&str],
-        observe: &dyn Fn(&Listed) -> Result<Observed, String>,
+        listing: ListingFacts,
+        builder: Builder<'_>,
     ) -> Result<SyncRun, StepError> {
+        let ListingFacts {
+            invalid_reasons,
+            pages,
+            http_requests,
+        } = listing;
         self.report_invalid(&invalid_reasons);
-        let ctx = self.context(deps, volatile_keys, invalid_reasons.is_empty());
+        let ctx = self.context(deps, builder.volatile_keys, invalid_reasons.is_empty());
         let plan = sync::plan(&ctx, prev, listed);
         let mut run = self.succeeded(deps, plan.counts, invalid_reasons, pages, http_requests);
         let internal = |e: String| StepError::Internal(format!("internal error: {e}"));
@@ -263,7 +249,7 @@ impl RunFrame<'_> {
         for (i, chunk) in chunks.iter().enumerate() {
             let ids: Vec<String> = chunk
                 .iter()
-                .filter_map(|a| a.needs_stored_record())
+                .filter_map(|a| a.needs_stored_record(builder.stored))
                 .map(|p| prev[p].device_id.clone())
                 .collect();
             let stored: HashMap<String, _> = if ids.is_empty() {
@@ -276,8 +262,8 @@ impl RunFrame<'_> {
                     .map(|r| (r.device_id.clone(), r))
                     .collect()
             };
-            let changes =
-                sync::build(&ctx, chunk, prev, listed, &stored, observe).map_err(internal)?;
+            let changes = sync::build(&ctx, chunk, prev, listed, &stored, builder.observe)
+                .map_err(internal)?;
             let with_run = chunks.len() == 1 && i == last;
             if with_run {
                 run.store_writes =

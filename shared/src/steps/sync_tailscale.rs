@@ -3,9 +3,9 @@
 
 use crate::deps::Deps;
 use crate::error::StepError;
-use crate::model::Source;
-use crate::steps::{RunFrame, non_empty};
-use crate::sync::{self, Listed, Observed};
+use crate::model::{DeviceRecord, Source};
+use crate::steps::{Builder, ListingFacts, RunFrame, non_empty};
+use crate::sync::{self, Listed, Observed, StoredRecords};
 use crate::tailscale::{self, Device, KeepRaw};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,7 @@ pub fn observe(d: Device) -> Observed {
 }
 
 /// A listed device whose raw JSON was kept, parsed again for writing.
-fn observe_listed(d: &Listed) -> Result<Observed, String> {
+fn observe_listed(d: &Listed, _stored: Option<&DeviceRecord>) -> Result<Observed, String> {
     let raw = d
         .raw
         .clone()
@@ -121,11 +121,16 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
             deps,
             &prev,
             &list.devices,
-            invalid,
-            1,
-            requests(),
-            tailscale::VOLATILE_KEYS,
-            &observe_listed,
+            ListingFacts {
+                invalid_reasons: invalid,
+                pages: 1,
+                http_requests: requests(),
+            },
+            Builder {
+                volatile_keys: tailscale::VOLATILE_KEYS,
+                stored: StoredRecords::ChangedAndRemoved,
+                observe: &observe_listed,
+            },
         )
         .await?;
     let c = run.counts;

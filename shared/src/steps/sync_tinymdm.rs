@@ -4,14 +4,15 @@
 
 use crate::deps::Deps;
 use crate::error::StepError;
-use crate::model::{DeviceRecord, Source};
-use crate::steps::RunFrame;
-use crate::sync::Observed;
+use crate::model::{DeviceRecord, DeviceState, Source};
+use crate::steps::{Builder, ListingFacts, RunFrame};
+use crate::sync::{self, Listed, Observed, StoredRecords};
 use crate::tinymdm::{self, App, Device};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use tracing::instrument;
 
@@ -44,19 +45,10 @@ pub struct SyncTinymdmOutput {
 }
 
 /// A listed device as the diff sees it. `apps` are this run's, or else the
-/// ones stored before (so a sync without apps does not erase them).
-pub fn observe(d: Device, apps: Option<Value>) -> Observed {
-    let apps_list: Option<Vec<App>> = apps
-        .as_ref()
-        .and_then(|a| serde_json::from_value(a.clone()).ok());
-    let fingerprint = match &apps {
-        Some(a) => {
-            let mut obj = serde_json::Map::new();
-            obj.insert("device".into(), Value::String(d.fingerprint.clone()));
-            crate::lenient::fingerprint(&obj, &[], Some(a))
-        }
-        None => d.fingerprint.clone(),
-    };
+/// ones stored before (so a sync without apps does not erase them), and
+/// `fingerprint` the one `listed` gave it.
+pub fn observe(d: Device, apps: Option<Value>, fingerprint: String) -> Observed {
+    let apps_list: Option<Vec<App>> = apps.and_then(|a| serde_json::from_value(a).ok());
     Observed {
         attrs: d.attrs(apps_list.as_deref()),
         device_id: d.id.clone(),
@@ -68,8 +60,42 @@ pub fn observe(d: Device, apps: Option<Value>) -> Observed {
     }
 }
 
+/// The fingerprint of a device with apps: its own, a dot, and the apps'. A
+/// sync without apps keeps the stored apps part, so it compares content
+/// without reading any stored apps.
+pub fn fingerprint_with_apps(device: &str, apps: &Value) -> String {
+    format!(
+        "{device}.{}",
+        crate::lenient::fingerprint(&serde_json::Map::new(), &[], Some(apps))
+    )
+}
+
+/// The apps part of a stored fingerprint, if it has one.
+fn apps_part(fingerprint: &str) -> Option<&str> {
+    fingerprint.split_once('.').map(|(_, apps)| apps)
+}
+
 fn stored_apps(rec: &DeviceRecord) -> Option<Value> {
     rec.attrs.get("apps").filter(|a| a.is_array()).cloned()
+}
+
+/// Stored states sorted by id, looked up by id.
+struct States(Vec<DeviceState>);
+
+impl States {
+    fn get(&self, id: &str) -> Option<&DeviceState> {
+        self.0
+            .binary_search_by(|p| p.device_id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+}
+
+/// This run's apps of one device: their fingerprint, and their JSON where
+/// the sync writes the device.
+struct FetchedApps {
+    fingerprint: String,
+    apps: Option<Value>,
 }
 
 #[instrument(name = "sync_tinymdm", skip_all, fields(run_id))]
@@ -115,44 +141,97 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
             "devices listed on more than one page were kept once"
         );
     }
-    let apps = if input.include_apps {
-        match fetch_apps(deps, &list.devices).await {
-            Ok(apps) => Some(apps),
+    // The stored states, without raw JSON or attrs.
+    let mut prev = deps.store.device_states(Source::Tinymdm, &tenant).await?;
+    prev.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    let prev = States(prev);
+    let include_apps = input.include_apps;
+    let mut fetched = if include_apps {
+        match fetch_apps(deps, &list.devices, &prev, &run_id).await {
+            Ok(apps) => apps,
             Err(e) => return Err(frame.fail(deps, e, requests()).await),
         }
     } else {
-        None
+        HashMap::new()
     };
-    // Read once: the diff's previous state, and the apps to carry over when
-    // this run fetches none.
-    let prev = deps.store.current_devices(Source::Tinymdm, &tenant).await?;
-    let mut stored: HashMap<String, Value> = HashMap::new();
-    if apps.is_none() {
-        for rec in &prev {
-            if let Some(a) = stored_apps(rec) {
-                stored.insert(rec.device_id.clone(), a);
+    let writes = |l: &Listed| {
+        sync::writes(
+            &run_id,
+            deps.settings.last_seen_resolution(),
+            prev.get(&l.device_id),
+            l,
+        )
+    };
+    // One copy of the account: each device becomes what the plan compares,
+    // keeping its raw JSON (and apps) only if this run writes it.
+    let mut kept_apps: HashMap<String, Value> = HashMap::new();
+    let mut listed = Vec::with_capacity(list.devices.len());
+    for d in list.devices {
+        let fingerprint = if include_apps {
+            let f = fetched.remove(&d.id).ok_or_else(|| {
+                StepError::Internal(format!(
+                    "internal error: no apps fetched for device {}",
+                    d.id
+                ))
+            })?;
+            if let Some(a) = f.apps {
+                kept_apps.insert(d.id.clone(), a);
             }
+            f.fingerprint
+        } else {
+            match prev.get(&d.id).and_then(|p| apps_part(&p.fingerprint)) {
+                Some(apps) => format!("{}.{apps}", d.fingerprint),
+                None => d.fingerprint,
+            }
+        };
+        let mut l = Listed {
+            device_id: d.id,
+            fingerprint,
+            last_seen: d.last_sync,
+            connected: false,
+            raw: None,
+        };
+        if writes(&l) {
+            l.raw = Some(d.raw);
         }
+        listed.push(l);
     }
-    let mut apps = apps.unwrap_or_default();
-    let observed = list
-        .devices
-        .into_iter()
-        .map(|d| {
-            let a = apps.remove(&d.id).or_else(|| stored.remove(&d.id));
-            observe(d, a)
-        })
-        .collect();
+    let observe = |l: &Listed, stored: Option<&DeviceRecord>| -> Result<Observed, String> {
+        let raw = l
+            .raw
+            .as_deref()
+            .ok_or_else(|| format!("device {}: raw JSON was not kept", l.device_id))?;
+        let raw: &RawValue =
+            serde_json::from_str(raw).map_err(|e| format!("device {}: {e}", l.device_id))?;
+        let d = Device::from_raw(raw).map_err(|e| e.to_string())?;
+        let apps = if include_apps {
+            kept_apps.get(&l.device_id).cloned()
+        } else {
+            stored.and_then(stored_apps)
+        };
+        Ok(observe(d, apps, l.fingerprint.clone()))
+    };
     let invalid: Vec<String> = list.invalid.iter().map(ToString::to_string).collect();
     let run = frame
-        .commit(
+        .commit_planned(
             deps,
-            prev,
-            observed,
-            invalid,
-            list.pages,
-            requests(),
-            tinymdm::VOLATILE_KEYS,
+            &prev.0,
+            &listed,
+            ListingFacts {
+                invalid_reasons: invalid,
+                pages: list.pages,
+                http_requests: requests(),
+            },
+            Builder {
+                volatile_keys: tinymdm::VOLATILE_KEYS,
+                // Without apps this run, every written record keeps the stored apps.
+                stored: if include_apps {
+                    StoredRecords::ChangedAndRemoved
+                } else {
+                    StoredRecords::EveryStored
+                },
+                observe: &observe,
+            },
         )
         .await?;
     let c = run.counts;
@@ -173,12 +252,19 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
 
 /// Apps of every device, requests in flight up to twice the rate limit (the
 /// client's limiter does the pacing), so the run takes about requests ÷ rate.
-async fn fetch_apps(deps: &Deps, devices: &[Device]) -> Result<HashMap<String, Value>, StepError> {
+/// Each device's apps are kept only if the sync writes that device.
+async fn fetch_apps(
+    deps: &Deps,
+    devices: &[Device],
+    prev: &States,
+    run_id: &str,
+) -> Result<HashMap<String, FetchedApps>, StepError> {
     let api = &deps.tinymdm().await?;
     let total = devices.len() as u64;
     let in_flight = (deps.settings.tinymdm_rate_limit_per_second as usize * 2).max(2);
+    let resolution = deps.settings.last_seen_resolution();
     let done = std::sync::atomic::AtomicU64::new(0);
-    let apps: HashMap<String, Value> = futures::stream::iter(devices)
+    let apps: HashMap<String, FetchedApps> = futures::stream::iter(devices)
         .map(|d| {
             let done = &done;
             async move {
@@ -186,7 +272,20 @@ async fn fetch_apps(deps: &Deps, devices: &[Device]) -> Result<HashMap<String, V
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 deps.progress.items("apps", n, total);
                 let value = serde_json::to_value(&apps).unwrap_or(Value::Null);
-                Ok::<_, StepError>((d.id.clone(), value))
+                let fingerprint = fingerprint_with_apps(&d.fingerprint, &value);
+                let probe = Listed {
+                    device_id: d.id.clone(),
+                    fingerprint: fingerprint.clone(),
+                    last_seen: d.last_sync,
+                    connected: false,
+                    raw: None,
+                };
+                let written = sync::writes(run_id, resolution, prev.get(&d.id), &probe);
+                let fetched = FetchedApps {
+                    fingerprint,
+                    apps: written.then_some(value),
+                };
+                Ok::<_, StepError>((d.id.clone(), fetched))
             }
         })
         .buffer_unordered(in_flight)
