@@ -372,6 +372,16 @@ async fn tinymdm_apps_are_stored_and_kept_by_syncs_without_apps() {
     let d = stored.iter().find(|d| &d.device_id == id).unwrap();
     assert_eq!(d.attrs["apps"].as_array().unwrap().len(), apps.len());
 
+    let stored_device = |id: &str| {
+        let (store, ids) = (w.store.clone(), vec![id.to_string()]);
+        async move {
+            let mut found = store
+                .devices_by_id(Source::Tinymdm, "sim-account", &ids)
+                .await
+                .unwrap();
+            found.remove(0)
+        }
+    };
     // Content changes in a sync without apps: the stored apps stay.
     let mut changed = w.mdm.device(id).unwrap();
     changed.os_version = "99".into();
@@ -380,12 +390,7 @@ async fn tinymdm_apps_are_stored_and_kept_by_syncs_without_apps() {
         .await
         .unwrap();
     assert_eq!((no_apps.changed, no_apps.unchanged), (1, 24));
-    let d = w
-        .store
-        .devices_by_id(Source::Tinymdm, "sim-account", std::slice::from_ref(id))
-        .await
-        .unwrap()
-        .remove(0);
+    let d = stored_device(id).await;
     assert_eq!(d.attrs["os_version"], "99");
     assert_eq!(d.attrs["apps"].as_array().unwrap().len(), apps.len());
     let history = w
@@ -406,12 +411,7 @@ async fn tinymdm_apps_are_stored_and_kept_by_syncs_without_apps() {
     };
     let apps_run = sync_tinymdm::run(&deps, with_apps()).await.unwrap();
     assert_eq!((apps_run.changed, apps_run.unchanged), (1, 24));
-    let d = w
-        .store
-        .devices_by_id(Source::Tinymdm, "sim-account", std::slice::from_ref(id))
-        .await
-        .unwrap()
-        .remove(0);
+    let d = stored_device(id).await;
     assert_eq!(d.attrs["apps"].as_array().unwrap().len(), fewer.len());
     let again = sync_tinymdm::run(&deps, with_apps()).await.unwrap();
     assert_eq!((again.changed, again.unchanged), (0, 25));
