@@ -7,7 +7,9 @@
 
 use fleetsync::http::BodyError;
 use fleetsync::sync::Listed;
-use fleetsync::tailscale::{Device, DeviceList, KeepRaw, parse_device_list, parse_lean_list};
+use fleetsync::tailscale::{
+    Device, DeviceList, KeepRaw, LeanList, parse_device_list, parse_lean_list,
+};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -79,8 +81,52 @@ fn keep() -> KeepRaw {
     Arc::new(|l: &Listed| l.device_id.len() % 2 == 0)
 }
 
+/// Hands out a body at most `step` bytes per `read`, so the streaming
+/// parser's scanner sees strings, escapes and brackets cut at every place a
+/// network read can cut them.
+struct Chunked<'a> {
+    body: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for Chunked<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.step.min(out.len()).min(self.body.len());
+        out[..n].copy_from_slice(&self.body[..n]);
+        self.body = &self.body[n..];
+        Ok(n)
+    }
+}
+
+/// The streaming parser gives the same answer however the body is split
+/// into reads (whole, one byte at a time, and a step taken from the body).
+fn check_chunked(body: &[u8], whole: &Result<LeanList, BodyError>) {
+    let odd = 2 + body.len() % 13;
+    for step in [1, odd] {
+        let split = parse_lean_list(Chunked { body, step }, &keep());
+        match (whole, &split) {
+            (Ok(w), Ok(s)) => {
+                assert_eq!(w.invalid, s.invalid, "step {step}");
+                assert_eq!(w.devices.len(), s.devices.len(), "step {step}");
+                for (a, b) in w.devices.iter().zip(&s.devices) {
+                    assert_eq!(a.device_id, b.device_id, "step {step}");
+                    assert_eq!(a.fingerprint, b.fingerprint, "step {step}");
+                    assert_eq!(a.raw, b.raw, "step {step}");
+                }
+            }
+            (Err(w), Err(s)) => assert_eq!(w.truncated, s.truncated, "step {step}"),
+            (w, s) => panic!(
+                "read whole: {:?}, {step} bytes per read: {:?}",
+                w.as_ref().map(|l| l.devices.len()).map_err(|e| &e.detail),
+                s.as_ref().map(|l| l.devices.len()).map_err(|e| &e.detail),
+            ),
+        }
+    }
+}
+
 fn check_lean(body: &[u8], full: &Result<DeviceList, BodyError>) {
     let lean = parse_lean_list(body, &keep());
+    check_chunked(body, &lean);
     let (full, lean) = match (full, lean) {
         (Ok(full), Ok(lean)) => (full, lean),
         (Err(_), Err(e)) => {

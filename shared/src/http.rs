@@ -127,6 +127,26 @@ impl From<serde_json::Error> for BodyError {
     }
 }
 
+impl BodyError {
+    /// Like `From<serde_json::Error>`, but the detail never quotes a value
+    /// from the body (serde's "invalid type: string \"...\"" does): only the
+    /// kind of error and where it is. For bodies that carry credentials.
+    pub fn without_values(e: &serde_json::Error) -> Self {
+        let kind = match e.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "unexpected shape",
+            serde_json::error::Category::Eof => "unexpected end of input",
+        };
+        BodyError {
+            truncated: e.is_eof(),
+            bad_number_at: (e.is_syntax() && e.to_string().starts_with("invalid number"))
+                .then(|| (e.line(), e.column())),
+            detail: format!("{kind} at line {} column {}", e.line(), e.column()),
+        }
+    }
+}
+
 impl From<String> for BodyError {
     fn from(detail: String) -> Self {
         BodyError {
@@ -419,6 +439,37 @@ impl Transport {
         F: Fn() -> reqwest::RequestBuilder,
         P: Fn(&[u8]) -> Result<T, BodyError>,
     {
+        self.send_parse_inner(what, build, parse, true).await
+    }
+
+    /// `send_parse` for a response that carries a credential (the OAuth token
+    /// response): an error never quotes the body, so a cut or malformed token
+    /// response cannot put the token into a log line or a run record. `parse`
+    /// must keep values out of its own error details too.
+    pub async fn send_parse_secret<T, F, P>(
+        &self,
+        what: &str,
+        build: F,
+        parse: P,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+        P: Fn(&[u8]) -> Result<T, BodyError>,
+    {
+        self.send_parse_inner(what, build, parse, false).await
+    }
+
+    async fn send_parse_inner<T, F, P>(
+        &self,
+        what: &str,
+        build: F,
+        parse: P,
+        quote_body: bool,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+        P: Fn(&[u8]) -> Result<T, BodyError>,
+    {
         let deadline = self.deadline();
         let attempt = || async {
             let mut response = self.start(what, &build, deadline).await?;
@@ -438,7 +489,11 @@ impl Transport {
             }
             parse(&body).map_err(|e| {
                 let cut = e.cut_short(&Scan::of(&body));
-                let detail = format!("{} (body starts {:?})", e.detail, excerpt(&body));
+                let detail = if quote_body {
+                    format!("{} (body starts {:?})", e.detail, excerpt(&body))
+                } else {
+                    format!("{} (body of {} bytes not shown)", e.detail, body.len())
+                };
                 self.body_error(what, cut, detail)
             })
         };

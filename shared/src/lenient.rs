@@ -82,7 +82,7 @@ fn hash_object(h: &mut Xxh3, obj: &Map<String, Value>, skip: &[&str]) {
     keys.sort();
     h.update(b"{");
     for k in keys {
-        h.update(k.as_bytes());
+        hash_str(h, k);
         h.update(b":");
         hash_value(h, &obj[k]);
         h.update(b",");
@@ -101,13 +101,17 @@ fn hash_value(h: &mut Xxh3, v: &Value) {
             }
             h.update(b"]");
         }
-        Value::String(s) => {
-            h.update(b"\"");
-            h.update(s.as_bytes());
-            h.update(b"\"");
-        }
+        Value::String(s) => hash_str(h, s),
         other => h.update(other.to_string().as_bytes()),
     }
+}
+
+/// A string with its length in front, so no two different objects feed the
+/// hash the same bytes (`{"a":"1\",b:\"2"}` against `{"a":"1","b":"2"}`).
+fn hash_str(h: &mut Xxh3, s: &str) {
+    h.update(b"\"");
+    h.update(&(s.len() as u64).to_le_bytes());
+    h.update(s.as_bytes());
 }
 
 /// Top-level keys whose values differ between two objects, sorted, without `skip`.
@@ -176,6 +180,23 @@ mod tests {
         assert_ne!(
             fingerprint(&a, &["lastSeen"], None),
             fingerprint(&a, &["lastSeen"], Some(&json!([1])))
+        );
+    }
+
+    #[test]
+    fn fingerprint_tells_apart_objects_whose_text_runs_together() {
+        let crafted = json!({"a": "1\",b:\"2"});
+        let plain = json!({"a": "1", "b": "2"});
+        let (crafted, plain) = (crafted.as_object().unwrap(), plain.as_object().unwrap());
+        assert_ne!(
+            fingerprint(crafted, &[], None),
+            fingerprint(plain, &[], None)
+        );
+        let k1 = json!({"ab": "c"});
+        let k2 = json!({"a": "bc"});
+        assert_ne!(
+            fingerprint(k1.as_object().unwrap(), &[], None),
+            fingerprint(k2.as_object().unwrap(), &[], None)
         );
     }
 

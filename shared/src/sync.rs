@@ -97,6 +97,11 @@ pub fn diff(ctx: &SyncContext<'_>, prev: Vec<DeviceRecord>, now: Vec<Observed>) 
             }
         }
     }
+    // A retry of this run (same run id) counts the removals it already wrote.
+    out.counts.removed += prev
+        .values()
+        .filter(|p| removed_by(ctx.run_id, p.last_run_id.as_str(), p.last_change))
+        .count() as u64;
     if !ctx.allow_removals {
         return out;
     }
@@ -234,6 +239,17 @@ pub fn plan(ctx: &SyncContext<'_>, prev: &[DeviceState], now: &[Listed]) -> Plan
             }
         }
     }
+    // A retry of this run (same run id) counts the removals it already wrote.
+    out.counts.removed += (0..prev.len())
+        .filter(|&i| {
+            !matched[i]
+                && removed_by(
+                    ctx.run_id,
+                    prev[i].last_run_id.as_str(),
+                    prev[i].last_change,
+                )
+        })
+        .count() as u64;
     if !ctx.allow_removals {
         return out;
     }
@@ -309,6 +325,12 @@ pub fn build(
         }
     }
     Ok(out)
+}
+
+/// The stored device was marked removed by the run `run_id` itself (an
+/// earlier attempt of the same run).
+fn removed_by(run_id: &str, last_run_id: &str, last_change: ChangeKind) -> bool {
+    last_run_id == run_id && last_change == ChangeKind::Removed
 }
 
 fn presence_moved_state(p: &DeviceState, now: &Listed, resolution: Duration) -> bool {

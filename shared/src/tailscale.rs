@@ -296,6 +296,10 @@ pub struct HttpTailscaleApi {
     token: Mutex<Option<Token>>,
 }
 
+/// Longest a token is used before it is fetched again, whatever `expires_in`
+/// says (Tailscale's tokens live an hour).
+const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
@@ -337,10 +341,10 @@ impl HttpTailscaleApi {
         ];
         let body: TokenResponse = self
             .transport
-            .send_parse(
+            .send_parse_secret(
                 "oauth token",
                 || self.transport.client.post(url.clone()).form(&form),
-                |b| Ok(serde_json::from_slice(b)?),
+                |b| serde_json::from_slice(b).map_err(|e| BodyError::without_values(&e)),
             )
             .await?;
         if body.access_token.is_empty() {
@@ -351,7 +355,10 @@ impl HttpTailscaleApi {
             });
         }
         // Refresh five minutes early, or at half-life for short-lived tokens.
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(3600));
+        // Capped at a day: the value comes from the network, and an absurd
+        // one must not overflow `Instant` (nor keep a token for years).
+        let lifetime =
+            Duration::from_secs(body.expires_in.unwrap_or(3600).min(MAX_TOKEN_LIFETIME_SECS));
         let margin = Duration::from_secs(300).min(lifetime / 2);
         let token = Token {
             value: crate::secrets::Redacted::new(body.access_token),

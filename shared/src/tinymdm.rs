@@ -181,13 +181,17 @@ pub struct DeviceList {
     pub duplicates: u64,
     /// Pagination stopped at `MAX_PAGES` with more pages announced.
     pub truncated: bool,
+    /// The announced `count` changed between pages (first, later) in the
+    /// listing kept, after one fresh start: devices were added or deleted
+    /// while it paged, so a device may have slipped between two pages.
+    pub count_changed: Option<(u64, u64)>,
 }
 
 impl DeviceList {
     /// Whether the listing accounts for every device the API announced: only
     /// then may devices missing from it be marked removed.
     pub fn is_complete(&self) -> bool {
-        if self.truncated {
+        if self.truncated || self.count_changed.is_some() {
             return false;
         }
         match self.announced {
@@ -354,15 +358,9 @@ impl HttpTinymdmApi {
             )
             .await
     }
-}
 
-#[async_trait]
-impl TinymdmApi for HttpTinymdmApi {
-    fn account_id(&self) -> &str {
-        &self.credentials.account_id
-    }
-
-    async fn list_devices(
+    /// One pass over every page (see `TinymdmApi::list_devices`).
+    async fn list_pass(
         &self,
         on_page: &(dyn Fn(u64, Option<u64>) + Send + Sync),
     ) -> Result<DeviceList, ApiError> {
@@ -377,8 +375,13 @@ impl TinymdmApi for HttpTinymdmApi {
             let what = format!("list devices page {page_no}");
             let page = self.get(&what, &url, parse_page).await?;
             out.pages += 1;
-            if page.count.is_some() {
-                out.announced = page.count;
+            if let Some(count) = page.count {
+                if let Some(was) = out.announced
+                    && was != count
+                {
+                    out.count_changed.get_or_insert((was, count)).1 = count;
+                }
+                out.announced = Some(count);
             }
             let got = page.devices.len();
             for d in page.devices {
@@ -420,6 +423,35 @@ impl TinymdmApi for HttpTinymdmApi {
             page_no += 1;
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl TinymdmApi for HttpTinymdmApi {
+    fn account_id(&self) -> &str {
+        &self.credentials.account_id
+    }
+
+    /// Pages are offsets (`page`, `per_page`), so a device deleted or added
+    /// while the listing pages shifts the later pages: one device can slip
+    /// between two pages unseen. The announced `count` tells: when it changes
+    /// between pages, the listing starts over once; if it changes again,
+    /// the listing says so (`count_changed`) and is not complete.
+    async fn list_devices(
+        &self,
+        on_page: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+    ) -> Result<DeviceList, ApiError> {
+        let first = self.list_pass(on_page).await?;
+        let Some((was, now)) = first.count_changed else {
+            return Ok(first);
+        };
+        tracing::warn!(
+            source = "tinymdm",
+            count_before = was,
+            count_after = now,
+            "the device count changed while listing: listing again from the first page"
+        );
+        self.list_pass(on_page).await
     }
 
     async fn device_apps(&self, device_id: &str) -> Result<Vec<App>, ApiError> {

@@ -144,6 +144,11 @@ pub enum Fault {
     RepeatDevice,
     /// TinyMDM list: an empty `results` page although `count` is not reached.
     EmptyPage,
+    /// TinyMDM list, a page after the first: the account's first device is
+    /// deleted just before this page is served, as an admin deleting a device
+    /// while a sync pages through the account would. The pages shift: one
+    /// device that belonged on this page was on the previous one.
+    DeleteBeforePage,
     /// Tailscale: every token issued so far expires now; the request carrying
     /// one gets `401`, and tokens issued afterwards work.
     ExpireTokens,
@@ -349,7 +354,12 @@ pub(crate) async fn dispatch(
             })
             .await
         }
-        Some(f @ (Fault::CorruptDevice | Fault::RepeatDevice | Fault::EmptyPage)) => {
+        Some(
+            f @ (Fault::CorruptDevice
+            | Fault::RepeatDevice
+            | Fault::EmptyPage
+            | Fault::DeleteBeforePage),
+        ) => {
             req.extensions_mut().insert(ActiveFault(f));
             inner(gate, req, next).await
         }

@@ -414,7 +414,7 @@ async fn gateway(State(st): State<Arc<SimState>>, mut req: Request, next: Next) 
         st.faults.take(r, |f| match f {
             Fault::ExpireTokens => r != Route::Token && caller.is_some(),
             Fault::CorruptDevice => r == Route::ListDevices,
-            Fault::RepeatDevice | Fault::EmptyPage => false,
+            Fault::RepeatDevice | Fault::EmptyPage | Fault::DeleteBeforePage => false,
             _ => true,
         })
     });

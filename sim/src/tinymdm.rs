@@ -411,6 +411,7 @@ async fn gateway(State(st): State<Arc<SimState>>, req: Request, next: Next) -> R
                 Fault::CorruptDevice | Fault::RepeatDevice | Fault::EmptyPage => {
                     r == Route::ListDevices
                 }
+                Fault::DeleteBeforePage => r == Route::ListDevices && page_of(query.as_deref()) > 1,
                 _ => true,
             })
         });
@@ -427,6 +428,14 @@ async fn gateway(State(st): State<Arc<SimState>>, req: Request, next: Next) -> R
         status: harness::recorded_status(&response),
     });
     response
+}
+
+/// The `page` a list request asks for (1 when absent or unreadable).
+fn page_of(query: Option<&str>) -> usize {
+    harness::query_map(query)
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
 }
 
 /// A positive integer query parameter; the error is the 400 message.
@@ -463,6 +472,15 @@ async fn list_devices(
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     let group = query.get("group_id").filter(|g| !g.is_empty()).cloned();
+    let fault = fault.map(|Extension(ActiveFault(f))| f);
+    if matches!(fault, Some(Fault::DeleteBeforePage)) {
+        let mut data = lock(&st.data);
+        let first = data.devices.iter().next().map(|d| d.id.clone());
+        if let Some(id) = first {
+            data.apps.remove(&id);
+            data.devices.remove(&id);
+        }
+    }
     let offset = (page - 1).saturating_mul(per_page);
     let end = offset.saturating_add(per_page);
     let (total, mut rows, before, after) = {
@@ -487,7 +505,7 @@ async fn list_devices(
         (total, rows, before, after)
     };
     let mut corrupt_at = None;
-    match fault.map(|Extension(ActiveFault(f))| f) {
+    match fault {
         Some(Fault::EmptyPage) => rows.clear(),
         Some(Fault::RepeatDevice) => {
             if let Some(previous_page_last) = before {

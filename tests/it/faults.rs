@@ -273,6 +273,73 @@ async fn errors_past_the_retries_fail_without_touching_state() {
     .await;
 }
 
+/// A token response that never arrives whole: the step fails as upstream
+/// trouble, and neither the error nor the run record quotes the part of the
+/// body that did arrive (it holds the access token).
+#[tokio::test]
+async fn cut_token_response_fails_without_quoting_the_token() {
+    fails_cleanly(
+        Source::Tailscale,
+        Route::Token,
+        Fault::Truncated,
+        10,
+        "UpstreamUnavailable",
+    )
+    .await;
+    let w = world(5, 5, sqlite());
+    let deps = w.deps().await;
+    w.ts.inject(Route::Token, Fault::Truncated, 10);
+    let e = sync(&deps, Source::Tailscale, &new_run_id())
+        .await
+        .unwrap_err();
+    let runs = w.store.list_runs(Source::Tailscale, "-", 1).await.unwrap();
+    for text in [e.to_string(), runs[0].error.clone().unwrap()] {
+        assert!(text.contains("oauth token"), "{text}");
+        assert!(!text.contains("tskey-"), "the token is quoted: {text}");
+    }
+}
+
+/// A device deleted upstream while the sync pages through the account
+/// shifts the later pages, so another device slips between two pages. The
+/// changed count gives it away: the listing starts over and the stored
+/// state matches the account exactly (only the deleted device is removed).
+#[tokio::test]
+async fn device_deleted_while_paging_lists_again_and_removes_only_it() {
+    let w = world(0, 50, sqlite());
+    let deps = w.deps().await;
+    sync(&deps, Source::Tinymdm, &new_run_id()).await.unwrap();
+    w.mdm.inject(Route::ListDevices, Fault::DeleteBeforePage, 1);
+    sync(&deps, Source::Tinymdm, &new_run_id()).await.unwrap();
+    assert_eq!(w.mdm.device_count(), 49, "the fault deleted one device");
+    let mut upstream: Vec<String> = w.mdm.devices().into_iter().map(|d| d.id).collect();
+    upstream.sort();
+    let stored = devices(w.store.as_ref(), Source::Tinymdm).await;
+    let present: Vec<String> = stored
+        .iter()
+        .filter(|d| !d.is_removed())
+        .map(|d| d.device_id.clone())
+        .collect();
+    assert_eq!(present, upstream, "stored devices are the account's");
+    let run = &w.store.list_runs(Source::Tinymdm, MDM, 1).await.unwrap()[0];
+    assert_eq!((run.counts.removed, run.counts.added), (1, 0));
+    // Two passes of 3 pages (20 a page); the run keeps the second.
+    assert_eq!((run.pages, run.http_requests), (3, 6), "{run:?}");
+}
+
+/// The count changes on the second pass too: nothing is stored but a
+/// failed run naming the cause.
+#[tokio::test]
+async fn device_count_changing_on_every_pass_fails_without_touching_state() {
+    fails_cleanly(
+        Source::Tinymdm,
+        Route::ListDevices,
+        Fault::DeleteBeforePage,
+        10,
+        "PartialFailure",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn non_json_body_fails_without_touching_state() {
     fails_cleanly(
@@ -332,36 +399,45 @@ async fn a_malformed_device_is_skipped_reported_and_removes_nothing() {
 }
 
 /// A store that writes part of a commit, then fails, as a Lambda killed
-/// between batches would: the history and some records, no run record.
-struct CrashingStore(Arc<dyn Store>);
+/// between batches would: the history and some records (`all`: every
+/// record), no run record.
+struct CrashingStore {
+    inner: Arc<dyn Store>,
+    all: bool,
+}
 
 #[async_trait]
 impl Store for CrashingStore {
     async fn current_devices(&self, s: Source, t: &str) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.0.current_devices(s, t).await
+        self.inner.current_devices(s, t).await
     }
     async fn commit_sync(&self, commit: &SyncCommit) -> Result<u64, StoreError> {
+        let keep = if self.all {
+            commit.records.len()
+        } else {
+            commit.records.len() / 2
+        };
         let partial = SyncCommit {
-            records: commit.records[..commit.records.len() / 2].to_vec(),
+            records: commit.records[..keep].to_vec(),
             history: commit.history.clone(),
             run: None,
         };
-        self.0.commit_sync(&partial).await?;
+        self.inner.commit_sync(&partial).await?;
         Err(StoreError::Unavailable(
             "simulated crash between writes".into(),
         ))
     }
     async fn put_run(&self, run: &SyncRun) -> Result<(), StoreError> {
-        self.0.put_run(run).await
+        self.inner.put_run(run).await
     }
     async fn get_run(&self, s: Source, t: &str, id: &str) -> Result<Option<SyncRun>, StoreError> {
-        self.0.get_run(s, t, id).await
+        self.inner.get_run(s, t, id).await
     }
     async fn list_runs(&self, s: Source, t: &str, n: usize) -> Result<Vec<SyncRun>, StoreError> {
-        self.0.list_runs(s, t, n).await
+        self.inner.list_runs(s, t, n).await
     }
     async fn tenants(&self, s: Source) -> Result<Vec<String>, StoreError> {
-        self.0.tenants(s).await
+        self.inner.tenants(s).await
     }
     async fn device_history(
         &self,
@@ -370,25 +446,25 @@ impl Store for CrashingStore {
         d: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.0.device_history(s, t, d, now).await
+        self.inner.device_history(s, t, d, now).await
     }
     async fn put_plan(&self, p: &PrunePlan, e: &[PlanEntry]) -> Result<(), StoreError> {
-        self.0.put_plan(p, e).await
+        self.inner.put_plan(p, e).await
     }
     async fn update_plan(&self, p: &PrunePlan) -> Result<(), StoreError> {
-        self.0.update_plan(p).await
+        self.inner.update_plan(p).await
     }
     async fn get_plan(&self, t: &str, id: &str) -> Result<Option<PrunePlan>, StoreError> {
-        self.0.get_plan(t, id).await
+        self.inner.get_plan(t, id).await
     }
     async fn list_plans(&self, t: &str, n: usize) -> Result<Vec<PrunePlan>, StoreError> {
-        self.0.list_plans(t, n).await
+        self.inner.list_plans(t, n).await
     }
     async fn plan_entries(&self, t: &str, id: &str) -> Result<Vec<PlanEntry>, StoreError> {
-        self.0.plan_entries(t, id).await
+        self.inner.plan_entries(t, id).await
     }
     async fn record_outcome(&self, t: &str, e: &PlanEntry) -> Result<Recorded, StoreError> {
-        self.0.record_outcome(t, e).await
+        self.inner.record_outcome(t, e).await
     }
     async fn acquire_lease(
         &self,
@@ -397,10 +473,10 @@ impl Store for CrashingStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.0.acquire_lease(n, h, now, until).await
+        self.inner.acquire_lease(n, h, now, until).await
     }
     async fn release_lease(&self, n: &str, h: &str) -> Result<(), StoreError> {
-        self.0.release_lease(n, h).await
+        self.inner.release_lease(n, h).await
     }
 }
 
@@ -422,8 +498,10 @@ async fn everything(
     (devices, history, runs)
 }
 
-#[tokio::test]
-async fn retry_with_the_same_run_id_after_a_crash_ends_as_one_clean_run() {
+/// Crashes the second of two syncs part way (`all`: after every device
+/// write, before the run record), retries it with the same run id, and
+/// compares everything stored with a world where it ran once, cleanly.
+async fn crash_then_retry(all: bool) {
     let at: DateTime<Utc> = Utc::now();
     let crashed_store: Arc<dyn Store> = Arc::new(dynamo_store().await);
     let clean_store: Arc<dyn Store> = Arc::new(dynamo_store().await);
@@ -450,18 +528,59 @@ async fn retry_with_the_same_run_id_after_a_crash_ends_as_one_clean_run() {
     }
     let second = new_run_id();
     let mut crashing = deps.clone();
-    crashing.store = Arc::new(CrashingStore(crashed_store.clone()));
+    crashing.store = Arc::new(CrashingStore {
+        inner: crashed_store.clone(),
+        all,
+    });
     let e = sync(&crashing, Source::Tailscale, &second)
         .await
         .unwrap_err();
     assert_eq!(e.name(), "StoreUnavailable");
+    let failed = crashed_store
+        .get_run(Source::Tailscale, "-", &second)
+        .await
+        .unwrap()
+        .expect("the crashed attempt left a failed run record");
+    assert_eq!(failed.status, RunStatus::Failed);
     sync(&deps, Source::Tailscale, &second).await.unwrap();
     sync(&clean_deps, Source::Tailscale, &second).await.unwrap();
 
     let (d1, h1, r1) = everything(crashed_store.as_ref(), &w).await;
     let (d2, h2, r2) = everything(clean_store.as_ref(), &w).await;
-    assert_eq!(d1, d2, "current state");
-    assert_eq!(h1, h2, "history: nothing twice, nothing missing");
-    assert_eq!(r1, r2, "run records, counters included");
+    assert_eq!(d1, d2, "current state (all: {all})");
+    assert_eq!(
+        h1, h2,
+        "history: nothing twice, nothing missing (all: {all})"
+    );
+    let mut r1_seen = r1.clone();
+    if all {
+        // The retry found every device written and wrote only the run
+        // record: `store_writes` tells what this attempt wrote.
+        assert_eq!(r1_seen[0].store_writes, 1);
+        r1_seen[0].store_writes = r2[0].store_writes;
+    }
+    assert_eq!(r1_seen, r2, "run records, counters included (all: {all})");
     assert!(r1[0].counts.changed > 0 && r1[0].counts.removed == 3);
+
+    // A third attempt of the run that succeeded, whose listing now fails,
+    // leaves the success on record.
+    w.ts.inject(Route::ListDevices, Fault::status(400), 1);
+    let e = sync(&deps, Source::Tailscale, &second).await.unwrap_err();
+    assert_ne!(e.name(), "Internal");
+    let (d3, _, r3) = everything(crashed_store.as_ref(), &w).await;
+    assert_eq!(
+        (d3, r3),
+        (d1, r1),
+        "a failed retry of a done run changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn retry_with_the_same_run_id_after_a_crash_ends_as_one_clean_run() {
+    crash_then_retry(false).await;
+}
+
+#[tokio::test]
+async fn retry_after_a_crash_before_the_run_record_counts_its_removals() {
+    crash_then_retry(true).await;
 }

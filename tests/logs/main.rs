@@ -45,7 +45,9 @@ async fn no_secret_appears_in_any_log_line() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let w = World::start(sqlite(), 80, 30, Utc::now());
-    // Errors and retries log too: a refused token, a 429, a 500.
+    // Errors and retries log too: a token response cut short (the part that
+    // arrives holds the token), a refused token, a 429, a 500.
+    w.ts.inject(Route::Token, Fault::Truncated, 1);
     w.ts.inject(Route::ListDevices, Fault::ExpireTokens, 1);
     w.mdm
         .inject(Route::ListDevices, Fault::status_retry_after(429, "1"), 1);

@@ -143,11 +143,25 @@ impl RunFrame<'_> {
 
     /// Records a failed run (best effort: the step's own error is what matters)
     /// and returns the error. No device is touched.
+    ///
+    /// A retry of a run that already succeeded (same run id) keeps that
+    /// success on record: its devices point at it.
     pub async fn fail(&self, deps: &Deps, err: StepError, http_requests: u64) -> StepError {
         let mut run = self.run(deps, RunStatus::Failed, SyncCounts::default());
         run.error = Some(format!("{}: {err}", err.name()));
         run.http_requests = http_requests;
-        if let Err(store_err) = deps.store.put_run(&run).await {
+        let record = match deps
+            .store
+            .get_run(self.source, self.tenant, self.run_id)
+            .await
+        {
+            Ok(Some(done)) if done.status == RunStatus::Succeeded => {
+                tracing::warn!(source = %self.source, run_id = self.run_id, "this run already succeeded once: its record stays");
+                Ok(())
+            }
+            _ => deps.store.put_run(&run).await,
+        };
+        if let Err(store_err) = record {
             tracing::error!(source = %self.source, run_id = self.run_id, error = %store_err, "could not record the failed run");
         }
         tracing::warn!(source = %self.source, run_id = self.run_id, error = %err, error_name = err.name(), "sync failed");
@@ -225,7 +239,29 @@ impl RunFrame<'_> {
     /// (history before records, the run record last), reading full stored
     /// records only where `builder.stored` says. A plan that fits one chunk is
     /// written in one commit, with the run record.
+    ///
+    /// A failure part way (the store, most likely) is recorded as a failed
+    /// run; what was written is idempotent, so a retry with the same run id
+    /// ends as one clean run would.
     pub async fn commit_planned(
+        &self,
+        deps: &Deps,
+        prev: &[DeviceState],
+        listed: &[Listed],
+        listing: ListingFacts,
+        builder: Builder<'_>,
+    ) -> Result<SyncRun, StepError> {
+        let http_requests = listing.http_requests;
+        match self
+            .write_planned(deps, prev, listed, listing, builder)
+            .await
+        {
+            Ok(run) => Ok(run),
+            Err(e) => Err(self.fail(deps, e, http_requests).await),
+        }
+    }
+
+    async fn write_planned(
         &self,
         deps: &Deps,
         prev: &[DeviceState],

@@ -126,10 +126,13 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
             list.devices.len() + list.invalid.len(),
             list.announced.map_or("?".into(), |c| c.to_string()),
             list.pages,
-            if list.truncated {
-                " (page limit reached)"
-            } else {
-                ""
+            match (list.truncated, list.count_changed) {
+                (true, _) => " (page limit reached)".to_string(),
+                (false, Some((was, now))) => format!(
+                    " (the account's device count changed from {was} to {now} while it was \
+                     listed, also on a second try)"
+                ),
+                (false, None) => String::new(),
             },
         ));
         return Err(frame.fail(deps, err, requests()).await);
