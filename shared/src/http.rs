@@ -118,10 +118,7 @@ impl From<serde_json::Error> for BodyError {
     fn from(e: serde_json::Error) -> Self {
         BodyError {
             truncated: e.is_eof(),
-            // The one error other than EOF that a cut can cause (serde_json
-            // has no public error code for it, hence the message).
-            bad_number_at: (e.is_syntax() && e.to_string().starts_with("invalid number"))
-                .then(|| (e.line(), e.column())),
+            bad_number_at: bad_number_at(&e),
             detail: e.to_string(),
         }
     }
@@ -140,11 +137,17 @@ impl BodyError {
         };
         BodyError {
             truncated: e.is_eof(),
-            bad_number_at: (e.is_syntax() && e.to_string().starts_with("invalid number"))
-                .then(|| (e.line(), e.column())),
+            bad_number_at: bad_number_at(e),
             detail: format!("{kind} at line {} column {}", e.line(), e.column()),
         }
     }
+}
+
+/// Where serde_json found an invalid number: the one error other than EOF
+/// that a cut can cause (serde_json has no public error code for it, hence
+/// the message).
+fn bad_number_at(e: &serde_json::Error) -> Option<(usize, usize)> {
+    (e.is_syntax() && e.to_string().starts_with("invalid number")).then(|| (e.line(), e.column()))
 }
 
 impl From<String> for BodyError {

@@ -181,6 +181,29 @@ pub struct Plan {
     pub counts: SyncCounts,
 }
 
+/// The stored states of a source and tenant, sorted by device id, looked up
+/// by id: what a sync compares its listing with before it keeps raw JSON.
+#[derive(Debug, Default)]
+pub struct States(Vec<DeviceState>);
+
+impl States {
+    pub fn new(mut states: Vec<DeviceState>) -> Self {
+        states.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        States(states)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&DeviceState> {
+        self.0
+            .binary_search_by(|p| p.device_id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    pub fn as_slice(&self) -> &[DeviceState] {
+        &self.0
+    }
+}
+
 /// Whether a sync writes this listed device, given its stored state: the rule
 /// of `diff`, so a listing can drop the raw JSON of every other device.
 pub fn writes(

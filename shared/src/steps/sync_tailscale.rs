@@ -5,7 +5,7 @@ use crate::deps::Deps;
 use crate::error::StepError;
 use crate::model::{DeviceRecord, Source};
 use crate::steps::{Builder, ListingFacts, RunFrame, non_empty};
-use crate::sync::{self, Listed, Observed, StoredRecords};
+use crate::sync::{self, Listed, Observed, States, StoredRecords};
 use crate::tailscale::{self, Device, KeepRaw};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -90,19 +90,13 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
     };
     // The stored states first, so the listing keeps the raw JSON of only the
     // devices this run writes: a large tailnet is never held twice.
-    let mut prev = deps.store.device_states(Source::Tailscale, &tenant).await?;
-    prev.sort_by(|a, b| a.device_id.cmp(&b.device_id));
-    let prev = Arc::new(prev);
+    let prev = Arc::new(States::new(
+        deps.store.device_states(Source::Tailscale, &tenant).await?,
+    ));
     let keep: KeepRaw = {
         let (prev, run_id) = (prev.clone(), run_id.clone());
         let resolution = deps.settings.last_seen_resolution();
-        Arc::new(move |d: &Listed| {
-            let p = prev
-                .binary_search_by(|p| p.device_id.as_str().cmp(&d.device_id))
-                .ok()
-                .map(|i| &prev[i]);
-            sync::writes(&run_id, resolution, p, d)
-        })
+        Arc::new(move |d: &Listed| sync::writes(&run_id, resolution, prev.get(&d.device_id), d))
     };
     deps.progress.listing("tailscale", 0, None);
     let list = match api.list_devices_lean(keep).await {
@@ -119,7 +113,7 @@ pub async fn run(deps: &Deps, input: SyncTailscaleInput) -> Result<SyncTailscale
     let run = frame
         .commit_planned(
             deps,
-            &prev,
+            prev.as_slice(),
             &list.devices,
             ListingFacts {
                 invalid_reasons: invalid,

@@ -4,9 +4,9 @@
 
 use crate::deps::Deps;
 use crate::error::StepError;
-use crate::model::{DeviceRecord, DeviceState, Source};
+use crate::model::{DeviceRecord, Source};
 use crate::steps::{Builder, ListingFacts, RunFrame};
-use crate::sync::{self, Listed, Observed, StoredRecords};
+use crate::sync::{self, Listed, Observed, States, StoredRecords};
 use crate::tinymdm::{self, App, Device};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -79,18 +79,6 @@ fn stored_apps(rec: &DeviceRecord) -> Option<Value> {
     rec.attrs.get("apps").filter(|a| a.is_array()).cloned()
 }
 
-/// Stored states sorted by id, looked up by id.
-struct States(Vec<DeviceState>);
-
-impl States {
-    fn get(&self, id: &str) -> Option<&DeviceState> {
-        self.0
-            .binary_search_by(|p| p.device_id.as_str().cmp(id))
-            .ok()
-            .map(|i| &self.0[i])
-    }
-}
-
 /// This run's apps of one device: their fingerprint, and their JSON where
 /// the sync writes the device.
 struct FetchedApps {
@@ -145,18 +133,7 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
         );
     }
     // The stored states, without raw JSON or attrs.
-    let mut prev = deps.store.device_states(Source::Tinymdm, &tenant).await?;
-    prev.sort_by(|a, b| a.device_id.cmp(&b.device_id));
-    let prev = States(prev);
-    let include_apps = input.include_apps;
-    let mut fetched = if include_apps {
-        match fetch_apps(deps, &list.devices, &prev, &run_id).await {
-            Ok(apps) => apps,
-            Err(e) => return Err(frame.fail(deps, e, requests()).await),
-        }
-    } else {
-        HashMap::new()
-    };
+    let prev = States::new(deps.store.device_states(Source::Tinymdm, &tenant).await?);
     let writes = |l: &Listed| {
         sync::writes(
             &run_id,
@@ -164,6 +141,15 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
             prev.get(&l.device_id),
             l,
         )
+    };
+    let include_apps = input.include_apps;
+    let mut fetched = if include_apps {
+        match fetch_apps(deps, &list.devices, &writes).await {
+            Ok(apps) => apps,
+            Err(e) => return Err(frame.fail(deps, e, requests()).await),
+        }
+    } else {
+        HashMap::new()
     };
     // One copy of the account: each device becomes what the plan compares,
     // keeping its raw JSON (and apps) only if this run writes it.
@@ -218,7 +204,7 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
     let run = frame
         .commit_planned(
             deps,
-            &prev.0,
+            prev.as_slice(),
             &listed,
             ListingFacts {
                 invalid_reasons: invalid,
@@ -255,17 +241,15 @@ pub async fn run(deps: &Deps, input: SyncTinymdmInput) -> Result<SyncTinymdmOutp
 
 /// Apps of every device, requests in flight up to twice the rate limit (the
 /// client's limiter does the pacing), so the run takes about requests ÷ rate.
-/// Each device's apps are kept only if the sync writes that device.
+/// Each device's apps are kept only if the sync writes that device (`writes`).
 async fn fetch_apps(
     deps: &Deps,
     devices: &[Device],
-    prev: &States,
-    run_id: &str,
+    writes: &(dyn Fn(&Listed) -> bool + Sync),
 ) -> Result<HashMap<String, FetchedApps>, StepError> {
     let api = &deps.tinymdm().await?;
     let total = devices.len() as u64;
     let in_flight = (deps.settings.tinymdm_rate_limit_per_second as usize * 2).max(2);
-    let resolution = deps.settings.last_seen_resolution();
     let done = std::sync::atomic::AtomicU64::new(0);
     let apps: HashMap<String, FetchedApps> = futures::stream::iter(devices)
         .map(|d| {
@@ -283,7 +267,7 @@ async fn fetch_apps(
                     connected: false,
                     raw: None,
                 };
-                let written = sync::writes(run_id, resolution, prev.get(&d.id), &probe);
+                let written = writes(&probe);
                 let fetched = FetchedApps {
                     fingerprint,
                     apps: written.then_some(value),
